@@ -1,0 +1,142 @@
+"""Config dataclasses: ``key=value`` overrides, dict round-trips and a stable hash.
+
+Every generator and detector configuration is a plain dataclass. These helpers give them
+what diffusers' ``ConfigMixin`` gives models: a JSON round-trip (``to_dict`` /
+``from_dict``), validation of unknown keys, and a content hash that names a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from typing import Any, Iterable, TypeVar
+
+from anobench.errors import AnobenchError
+
+C = TypeVar("C")
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """JSON-ready dict of a config dataclass (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def config_from_dict(cls: type[C], data: dict[str, Any]) -> C:
+    """Rebuild a config from ``config_to_dict`` output, refusing unknown keys."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise AnobenchError(
+            f"unknown {cls.__name__} key(s): {', '.join(unknown)} (known: {', '.join(sorted(names))})"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _coerce(hints[k], v, k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_hash(config: Any) -> str:
+    """Short content hash of a config, stable across runs and machines."""
+    blob = json.dumps(config_to_dict(config), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, str]:
+    """``["a=1", "b=x"]`` -> ``{"a": "1", "b": "x"}``; a pair without ``=`` is an error."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise AnobenchError(f"--set expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def apply_overrides(config: C, overrides: dict[str, str]) -> C:
+    """Return a copy of ``config`` with string overrides parsed to each field's type."""
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    hints = typing.get_type_hints(type(config))
+    changes = {}
+    for key, raw in overrides.items():
+        if key not in fields:
+            raise AnobenchError(
+                f"unknown --set key {key!r} for {type(config).__name__} "
+                f"(known: {', '.join(sorted(fields))})"
+            )
+        changes[key] = _coerce(hints[key], _parse_scalar(raw), key)
+    new = dataclasses.replace(config, **changes)
+    validate = getattr(new, "validate", None)
+    if callable(validate):
+        validate()
+    return new
+
+
+def _parse_scalar(raw: str) -> Any:
+    """Parse a command-line value as JSON when it is JSON (numbers, lists, null, bools)."""
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        if "," in raw:
+            return [_parse_scalar(part) for part in raw.split(",")]
+        return raw
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Convert ``value`` to the annotated type ``tp`` or fail with a one-line error."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except AnobenchError as exc:
+                errors.append(str(exc))
+        raise AnobenchError(errors[0] if errors else f"bad value for {key}: {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise AnobenchError(f"{key} must be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise AnobenchError(f"{key} needs {len(args)} values, got {len(value)}")
+            return tuple(_coerce(a, v, key) for a, v in zip(args, value))
+        inner = args[0] if args else Any
+        items = [_coerce(inner, v, key) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise AnobenchError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise AnobenchError(f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise AnobenchError(f"{key} must be an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise AnobenchError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise AnobenchError(f"{key} must be text, got {value!r}")
+        return str(value)
+    return value

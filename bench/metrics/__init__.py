@@ -1,0 +1,1 @@
+"""Metrics: detection (AUROC, AP, AUPRO, F1-max) and generation quality (LPIPS, IC-LPIPS, KID, FID, IS)."""

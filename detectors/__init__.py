@@ -1,0 +1,1 @@
+"""Anomaly detectors trained on generated data (``anobench.detectors``)."""
