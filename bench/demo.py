@@ -63,7 +63,9 @@ def _disc(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
 def _draw_defect(image: np.ndarray, region: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Draw one defect inside ``region``; return the image and its exact mask."""
     size = image.shape[0]
-    ys, xs = np.nonzero(cv2.erode(region.astype(np.uint8), np.ones((25, 25), np.uint8)))
+    s = size / 256.0  # defect sizes are given for 256 px
+    margin = max(3, int(25 * s)) | 1
+    ys, xs = np.nonzero(cv2.erode(region.astype(np.uint8), np.ones((margin, margin), np.uint8)))
     k = int(rng.integers(len(ys)))
     cy, cx = int(ys[k]), int(xs[k])
     mask = np.zeros((size, size), np.uint8)
@@ -73,22 +75,22 @@ def _draw_defect(image: np.ndarray, region: np.ndarray, kind: str, rng: np.rando
         angle = rng.uniform(0, 2 * np.pi)
         for _ in range(int(rng.integers(3, 6))):
             angle += rng.uniform(-0.5, 0.5)
-            step = rng.uniform(8, 18)
+            step = rng.uniform(8, 18) * s
             points.append((int(points[-1][0] + step * np.cos(angle)), int(points[-1][1] + step * np.sin(angle))))
-        cv2.polylines(mask, [np.array(points, np.int32)], False, 1, thickness=int(rng.integers(2, 4)))
+        cv2.polylines(mask, [np.array(points, np.int32)], False, 1, thickness=max(1, int(rng.integers(2, 4) * s)))
         colour = np.array([235, 235, 230], np.float32) if rng.random() < 0.5 else np.array([20, 20, 20], np.float32)
         out[mask > 0] = 0.25 * out[mask > 0] + 0.75 * colour
     elif kind == "hole":
-        axes = (int(rng.integers(5, 12)), int(rng.integers(5, 12)))
+        axes = (max(2, int(rng.integers(5, 12) * s)), max(2, int(rng.integers(5, 12) * s)))
         cv2.ellipse(mask, (cx, cy), axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
         rim = cv2.dilate(mask, np.ones((3, 3), np.uint8)) - mask
         out[mask > 0] = out[mask > 0] * 0.15
         out[rim > 0] = np.minimum(out[rim > 0] * 1.6, 255)
         mask = mask | rim
     else:  # stain: a smooth colour blob
-        radius = rng.uniform(10, 22)
+        radius = rng.uniform(10, 22) * s
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-        wobble = 1 + 0.25 * _smooth_noise(rng, size, 6)
+        wobble = 1 + 0.25 * _smooth_noise(rng, size, max(1.0, 6 * s))
         alpha = np.clip(1.5 - np.hypot(yy - cy, xx - cx) / radius * wobble, 0, 1)
         colour = np.array([rng.uniform(60, 120), rng.uniform(20, 60), rng.uniform(80, 160)], np.float32)
         alpha = np.where(alpha > 0.2, 0.75 * alpha, 0.0)

@@ -74,7 +74,8 @@ def read_mask(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
     """Read a mask as bool HxW: any non-zero pixel is anomalous; resized nearest."""
     path = Path(path)
     image = _open(path)
-    arr = _to_uint8_array(image) if image.mode not in ("1", "P") else np.asarray(image.convert("L"))
+    # raw values, not scaled to 8 bits: a 16-bit mask of 0/1 labels is still a mask
+    arr = np.asarray(image.convert("L")) if image.mode in ("1", "P") else np.asarray(image)
     if arr.ndim == 3:
         arr = arr.max(axis=2)
     mask = arr > 0

@@ -1,0 +1,129 @@
+"""Every registered generator honours the interface; draem and crop_paste in depth."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from anobench.config import config_from_dict, config_to_dict
+from anobench.datasets import load_category
+from anobench.errors import AnobenchError
+from anobench.generation import build_generator, load_references
+from anobench.generators import GenerationContext, SampleRequest, available_generators
+from anobench.generators.crop_paste import foreground_mask
+from anobench.generators.draem import DraemConfig, perlin_noise
+from anobench.protocol import split_category
+
+
+@pytest.mark.parametrize("name", sorted(available_generators()))
+def test_registered_generator_contract(name):
+    cls = available_generators()[name]
+    assert cls.name == name and cls.version and cls.description
+    assert dataclasses.is_dataclass(cls.config_class)
+    config = cls.config_class()
+    assert config_from_dict(cls.config_class, config_to_dict(config)) == config
+    assert cls.needs.describe()
+
+
+def _context(demo_root, category="disc", size=64, references=False, source=None):
+    data = load_category("mvtec_ad", demo_root, category)
+    refs = load_references(data, split_category(data), size) if references else []
+    return data, GenerationContext("mvtec_ad", category, size, [s.path for s in data.train], refs,
+                                   data.defect_types, anomaly_source=source)
+
+
+def _requests(data, size=64, n=4, seed=0):
+    return [SampleRequest(i, seed * 1000 + i, data.train[i % len(data.train)].image(size), "x") for i in range(n)]
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("draem", {}), ("draem", {"variant": "anomalib"}), ("crop_paste", {}), ("crop_paste", {"blend": "seamless"}),
+])
+def test_samples_are_deterministic_and_masks_cover_every_change(demo_root, name, kwargs):
+    data, context = _context(demo_root, references=name == "crop_paste")
+    outputs = []
+    for _ in range(2):
+        gen = build_generator(name, {k: str(v) for k, v in kwargs.items()})
+        gen.setup(context)
+        outputs.append(gen.generate(_requests(data)))
+    for a, b, request in zip(*outputs, _requests(data)):
+        assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask)
+        assert a.mask.any(), "every generated sample is anomalous"
+        changed = (a.image != request.source).any(axis=2)
+        assert not (changed & ~a.mask).any(), "a pixel outside the mask changed"
+        # Poisson blending may leave some masked pixels equal to the source; a paste or a DRAEM blend not
+        least = 0.0 if kwargs.get("blend") == "seamless" else 0.3
+        assert changed[a.mask].mean() > least, "the mask should mark pixels that differ from the source"
+
+
+def test_draem_perlin_matches_anomalib_noise():
+    from anomalib.data.utils.generators.perlin import generate_perlin_noise
+
+    torch.manual_seed(3)
+    reference = generate_perlin_noise(256, 256, scale=(4, 8), device=torch.device("cpu")).numpy()
+    torch.manual_seed(3)
+    angles = (2 * torch.pi * torch.rand(5, 9)).numpy()
+    ours = perlin_noise((256, 256), (4, 8), angles)
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+
+
+def test_draem_blend_follows_variant(demo_root):
+    data, context = _context(demo_root)
+    gen = build_generator("draem", {"beta_range": "0.5,0.5"})
+    gen.setup(context)
+    source = data.train[0].image(64)
+    image, mask, beta = gen.synthesize(source, np.random.default_rng(0))
+    assert beta == 0.5 and mask.any()
+    # with beta = 0.5 the result inside the mask is halfway between the source and the texture
+    assert np.abs(image[mask].astype(int) - source[mask].astype(int)).max() <= 128
+    assert DraemConfig(variant="anomalib").resolved_beta() == (0.1, 1.0)
+    assert DraemConfig().resolved_beta() == (0.0, 0.8)
+
+
+def test_draem_uses_anomaly_source_textures(demo_root, tmp_path):
+    from PIL import Image
+
+    texture_dir = tmp_path / "tex"
+    texture_dir.mkdir()
+    Image.fromarray(np.full((32, 32, 3), (255, 0, 0), np.uint8)).save(texture_dir / "red.png")
+    data, context = _context(demo_root, source=texture_dir)
+    gen = build_generator("draem", {"num_augmenters": "1", "beta_range": "0,0"})
+    gen.setup(context)
+    assert gen.texture_paths == [texture_dir / "red.png"]
+    sample = gen.generate(_requests(data, n=1))[0]
+    assert sample.mask.any() and sample.extra["beta"] == 0.0
+
+
+def test_crop_paste_pastes_reference_pixels_inside_foreground(demo_root):
+    data, context = _context(demo_root, references=True)
+    gen = build_generator("crop_paste", {"rotation": "0", "scale_range": "1,1", "brightness": "0", "contrast": "0", "flip": "false"})
+    gen.setup(context)
+    request = _requests(data, n=1)[0]
+    sample = gen.generate([request])[0]
+    assert sample.defect_type in data.defect_types
+    assert sample.extra["reference"].startswith("test/")
+    # untransformed paste: the masked pixels are exactly the reference's defect pixels
+    ref = next(r for r in context.references if r.path == sample.extra["reference"])
+    ys, xs = np.nonzero(ref.mask)
+    cut = ref.image[ys.min():ys.max() + 1, xs.min():xs.max() + 1][ref.mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]]
+    assert np.array_equal(sample.image[sample.mask], cut)
+    if sample.extra["inside_foreground"]:
+        assert foreground_mask(request.source)[sample.mask].all()
+
+
+def test_crop_paste_without_references_fails_clearly(demo_root):
+    _, context = _context(demo_root)
+    gen = build_generator("crop_paste")
+    with pytest.raises(AnobenchError, match="reference anomaly"):
+        gen.setup(context)
+
+
+def test_foreground_of_object_and_texture(demo_root):
+    disc = load_category("mvtec_ad", demo_root, "disc").train[0].image(64)
+    weave = load_category("mvtec_ad", demo_root, "weave").train[0].image(64)
+    fg = foreground_mask(disc)
+    assert 0.2 < fg.mean() < 0.6 and not fg[0, 0]
+    assert foreground_mask(weave).all()
