@@ -120,9 +120,12 @@ def datasets_check(root, dataset, categories) -> None:
         types = ", ".join(f"{k} {v}" for k, v in sorted(per_type.items())) or "none"
         click.echo(f"{name}: train good {len(data.train)}, test good {len(data.test_normals)}, "
                    f"anomalies {len(data.test_anomalies)} ({types})")
-        for line in check_category(data):
+        found, warnings = check_category(data)
+        for line in found:
             click.echo(f"  PROBLEM {line}")
-            problems += 1
+        for line in warnings:
+            click.echo(f"  warning {line}")
+        problems += len(found)
     if problems:
         click.echo(f"{problems} problem(s) found", err=True)
         sys.exit(1)

@@ -273,9 +273,14 @@ def load_category(dataset: str, root: str | Path, category: str) -> CategoryData
     return data
 
 
-def check_category(data: CategoryData, size: int | None = None) -> list[str]:
-    """Open every file of a category; return one line per problem (unreadable, mis-sized mask)."""
+def check_category(data: CategoryData, size: int | None = None) -> tuple[list[str], list[str]]:
+    """Open every file of a category: (problems, warnings), one line each.
+
+    Problems (unreadable file, mask of another size) make a category unusable; an anomalous
+    image with an empty mask is a warning: it still counts for image-level metrics.
+    """
     problems: list[str] = []
+    warnings: list[str] = []
     for sample in data.train + data.test:
         try:
             w, h = image_size(sample.path)
@@ -294,7 +299,7 @@ def check_category(data: CategoryData, size: int | None = None) -> list[str]:
             sample.image(size)
             if sample.mask_paths:
                 if not sample.mask(size).any():
-                    problems.append(f"{sample.mask_paths[0]}: empty mask for an anomalous image")
+                    warnings.append(f"{sample.mask_paths[0]}: empty mask for an anomalous image")
         except AnobenchError as exc:
             problems.append(str(exc))
-    return problems
+    return problems, warnings

@@ -170,11 +170,13 @@ class CropPasteGenerator(Generator):
     def setup(self, context: GenerationContext) -> None:
         super().setup(context)
         self.config.validate()
-        if not context.references:
-            raise AnobenchError("crop_paste needs at least one few-shot reference anomaly")
-        self.cuts = [cut_defect(r) for r in context.references]
+        # a reference with an empty mask (Magnetic-tile has a few) has nothing to cut
+        self.references = [r for r in context.references if r.mask.any()]
+        if not self.references:
+            raise AnobenchError("crop_paste needs at least one few-shot reference anomaly with a non-empty mask")
+        self.cuts = [cut_defect(r) for r in self.references]
         self.by_type: dict[str, list[int]] = {}
-        for i, ref in enumerate(context.references):
+        for i, ref in enumerate(self.references):
             self.by_type.setdefault(ref.defect_type, []).append(i)
 
     def generate(self, requests: list[SampleRequest]) -> list[GeneratedSample]:
@@ -196,5 +198,5 @@ class CropPasteGenerator(Generator):
                 patch = self.cuts[k][0][: image.shape[0], : image.shape[1]]
                 y, x = 0, 0
         out, full_mask = paste(image, patch, mask, y, x, cfg.blend)
-        record.update(reference=self.context.references[k].path, y=y, x=x, inside_foreground=bool(inside))
+        record.update(reference=self.references[k].path, y=y, x=x, inside_foreground=bool(inside))
         return GeneratedSample(out, full_mask, defect_type=defect_type, extra=record)

@@ -41,7 +41,7 @@ def test_mvtec_reader_counts_and_masks(demo_root):
     assert image.shape == (64, 64, 3) and image.dtype == np.uint8
     assert mask.dtype == bool and mask.any()
     assert list_categories("mvtec_ad", demo_root) == ["disc", "grain", "weave"]
-    assert check_category(data) == []
+    assert check_category(data) == ([], [])
 
 
 def test_missing_mask_is_named(tmp_path, demo_root):
@@ -58,7 +58,7 @@ def test_check_reports_missized_and_unreadable(tmp_path, demo_root):
     shutil.copytree(demo_root / "disc", root / "disc")
     _mask(root / "disc" / "ground_truth" / "hole" / "000_mask.png", size=(40, 40))
     (root / "disc" / "train" / "good" / "002.png").write_bytes(b"not a png")
-    problems = check_category(load_category("mvtec_ad", root, "disc"))
+    problems, _ = check_category(load_category("mvtec_ad", root, "disc"))
     assert any("000_mask.png: mask is 40x40" in p for p in problems)
     assert any("002.png: unreadable image" in p for p in problems)
 
@@ -164,3 +164,5 @@ def test_real_bottle_and_tile(shared_data):
     assert (len(tile.train), len(tile.test_normals), len(tile.test_anomalies)) == (300, 191, 392)
     image, mask = tile.test_anomalies[0].image_and_mask(256)
     assert image.shape == (256, 256, 3) and mask.any()
+    problems, warnings = check_category(tile)
+    assert problems == [] and len(warnings) == 4 and all("empty mask" in w for w in warnings)

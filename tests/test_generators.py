@@ -119,6 +119,11 @@ def test_crop_paste_without_references_fails_clearly(demo_root):
     gen = build_generator("crop_paste")
     with pytest.raises(AnobenchError, match="reference anomaly"):
         gen.setup(context)
+    data, context = _context(demo_root, references=True)
+    for ref in context.references:
+        ref.mask[:] = False
+    with pytest.raises(AnobenchError, match="non-empty mask"):
+        build_generator("crop_paste").setup(context)
 
 
 def test_foreground_of_object_and_texture(demo_root):
