@@ -146,6 +146,148 @@ def demo_data(out, seed, size, n_train) -> None:
     click.echo(f"{out}: {summary}")
 
 
+@cli.command("score-generation")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--dataset", type=click.Choice(DATASETS), default="mvtec_ad", show_default=True)
+@click.option("--data-root", required=True, type=click.Path(path_type=Path), help="Dataset root folder.")
+@click.option("--category", required=True, help="Category the set was generated for, e.g. bottle.")
+@click.option("--split", default=None, help="Protocol for the IC-LPIPS references (default: the set's own).")
+@click.option("--metrics", multiple=True, metavar="NAMES",
+              help="Comma list of ic_lpips, kid, fid, is, mask_consistency, mask_stats, cost (default: all).")
+@click.option("--ic-lpips", "ic_variants", multiple=True, type=click.Choice(["dualanodiff", "dfmgan"]),
+              help="IC-LPIPS variant(s) to compute (default: both).")
+@click.option("--real", default="all", show_default=True, type=click.Choice(["all", "references", "test"]),
+              help="Real anomalies KID/FID compare with.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
+@click.option("--results", type=click.Path(path_type=Path), help="Results file to append to (default: OUT/results.csv).")
+@click.option("--quiet", "-q", is_flag=True, help="Only the results line.")
+def score_generation(folder, dataset, data_root, category, split, metrics, ic_variants, real, device, results,
+                     quiet) -> None:
+    """Score a generated set OUT/NAME/CATEGORY: IC-LPIPS, KID, FID, IS, mask truthfulness, cost."""
+    from anobench.metrics.generation import append_generation_rows, score_generated_set, write_scores_json
+
+    log = None if quiet else (lambda message: click.echo(f"  {message}", err=True))
+    scores = score_generated_set(folder, dataset, data_root, category, split=split, metrics=metrics or None,
+                                 ic_lpips_variants=ic_variants or ("dualanodiff", "dfmgan"), real=real,
+                                 device=device, log=log)
+    if not quiet:
+        for line in scores.lines():
+            click.echo(line)
+    write_scores_json(scores, folder)
+    path = append_generation_rows(results or Path(folder).parent.parent / "results.csv", scores.rows())
+    click.echo(f"{folder}: {len(scores.values)} values for {scores.generator}/{category} appended to {path}")
+
+
+@cli.command("report")
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", default="markdown", show_default=True, help="latex, markdown, csv or html.")
+@click.option("--metrics", multiple=True, metavar="NAMES", help="Comma list of metrics to show (default: all).")
+@click.option("--layout", help="paper (Tables II and IV, the default), table2, table4, pair or per-metric.")
+@click.option("--generated", multiple=True, type=click.Path(path_type=Path),
+              help="HTML: generated sets (or a folder of them) to show samples from.")
+@click.option("--images", default=8, show_default=True, type=click.IntRange(min=0), help="HTML: images per generator.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="Write the report here instead of stdout.")
+def report(results, fmt, metrics, layout, generated, images, out) -> None:
+    """Tables from RESULTS files (or run folders): categories x generators, like the papers."""
+    from anobench.images import atomic_write_text
+    from anobench.report import report_files
+
+    names = [m for entry in metrics for m in entry.split(",") if m.strip()] or None
+    text = report_files(results, fmt, names, layout, generated=generated, images=images)
+    if out is None:
+        click.echo(text, nl=not text.endswith("\n"))
+    else:
+        atomic_write_text(out, text)
+        click.echo(f"{out}: {fmt} report written")
+
+
+@cli.command("train-detector")
+@click.option("--dataset", type=click.Choice(DATASETS), default="mvtec_ad", show_default=True)
+@click.option("--data-root", required=True, type=click.Path(path_type=Path), help="Dataset root folder.")
+@click.option("--category", required=True, help="Category folder under the data root, e.g. bottle.")
+@click.option("--generated", required=True, type=click.Path(path_type=Path), help="Generated set OUT/NAME/CATEGORY.")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Run folder (resumed if it exists).")
+@click.option("--profile", default="quick", show_default=True, type=click.Choice(["quick", "paper"]))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--detector", type=click.Choice(["unet", "draem_disc"]), help="Default: unet.")
+@click.option("--encoder", help="smp encoder of the U-Net (default: tu-tf_efficientnet_lite0).")
+@click.option("--encoder-weights", type=click.Choice(["imagenet", "none"]), help="Default: imagenet for unet.")
+@click.option("--threads", default=0, type=click.IntRange(min=0), help="torch CPU threads (0: torch's default).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a training config field.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def train_detector_cmd(dataset, data_root, category, generated, out, profile, seed, detector, encoder,
+                       encoder_weights, threads, overrides, quiet) -> None:
+    """Train a detector on normals + the generated set; resumable after a kill."""
+    from anobench.config import parse_overrides
+    from anobench.detectors.train import train_detector
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    summary = train_detector(dataset, data_root, category, generated, out, profile=profile, seed=seed,
+                             detector=detector, encoder=encoder, encoder_weights=encoder_weights,
+                             overrides=parse_overrides(overrides), progress=not quiet)
+    click.echo(summary.line())
+
+
+@cli.command("evaluate")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--test-set", default="protocol", show_default=True, type=click.Choice(["protocol", "all"]),
+              help="protocol: the run's held-out split; all: every test image (as papers report).")
+@click.option("--data-root", type=click.Path(path_type=Path), help="Dataset root, if it moved since training.")
+@click.option("--heatmaps", default=8, show_default=True, type=click.IntRange(min=0), help="Heat maps to save.")
+@click.option("--results", type=click.Path(path_type=Path), help="Results file to append to (default: RUN/results.csv).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def evaluate_cmd(run, test_set, data_root, heatmaps, results, quiet) -> None:
+    """Score RUN's detector on the real held-out test images; append tidy result rows."""
+    from anobench.evaluation import evaluate
+
+    result = evaluate(run, test_set=test_set, data_root=data_root, heatmaps=heatmaps, results=results,
+                      progress=not quiet)
+    click.echo(result.line())
+    click.echo(f"rows appended to {result.results_path}")
+
+
+@cli.command("run")
+@click.argument("config", required=False, type=click.Path(path_type=Path))
+@click.option("--preset", type=click.Choice(["quickstart"]), help="A built-in grid instead of CONFIG.yaml.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="Output folder (overrides the config's).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def run_cmd(config, preset, out, quiet) -> None:
+    """Grid generators x categories x seeds: generate, train, evaluate, report (skips finished cells)."""
+    from anobench.runner import load_run_config, run_grid
+
+    grid = load_run_config(config, preset, out)
+    click.echo(run_grid(grid, progress=not quiet).rstrip("\n"))
+
+
+@cli.command("train-generator")
+@click.option("--generator", "-g", required=True, help="A generator with a training stage (see `anobench list`).")
+@click.option("--dataset", type=click.Choice(DATASETS), default="mvtec_ad", show_default=True)
+@click.option("--data-root", required=True, type=click.Path(path_type=Path), help="Dataset root folder.")
+@click.option("--category", required=True, help="Category folder under the data root, e.g. bottle.")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Checkpoint folder (re-run to resume).")
+@click.option("--model", help="Pretrained diffusion weights to start from (local diffusers SD folder).")
+@click.option("--steps", type=click.IntRange(min=1), help="Training steps (default: the generator config's).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--split", default="thirds", show_default=True, help="Protocol whose reference anomalies are trained on.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a generator config field.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def train_generator_cmd(generator, dataset, data_root, category, out, model, steps, seed, split, device, overrides,
+                        quiet) -> None:
+    """Train a generator on one category's few-shot reference anomalies and normal images."""
+    from anobench.config import parse_overrides
+    from anobench.generator_training import train_generator
+
+    summary = train_generator(
+        generator, dataset, data_root, category, out, model=model, steps=steps, seed=seed, split=split,
+        device=device, overrides=parse_overrides(overrides), progress=not quiet,
+    )
+    click.echo(summary.line())
+
+
 # --- end of commands ---
 
 
