@@ -54,7 +54,7 @@ QUALITY_STYLE: dict[str, tuple[str, str, bool | None]] = {
     "mask_area_w1": ("mask area W1", "{:.4f}", False),
     "mask_components": ("components", "{:.2f}", None), "mask_components_real": ("real components", "{:.2f}", None),
     "mask_components_w1": ("components W1", "{:.2f}", False),
-    "seconds_per_sample": ("s/sample", "{:.2f}", False), "peak_memory_mb": ("peak MiB", "{:.0f}", False),
+    "seconds_per_sample": ("s/sample", "{:.3g}", False), "peak_memory_mb": ("peak MiB", "{:.0f}", False),
 }
 DEVICE_PREFIX = "device="  # issue 6 stores the device as metric "device=<name>", value 1
 MISSING = "–"
