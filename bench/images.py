@@ -96,8 +96,11 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write via a temp file in the same folder and rename: readers never see a partial file."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = False) -> None:
+    """Write via a temp file in the same folder and rename: readers never see a partial file.
+
+    The rename alone survives a killed process; ``durable`` also fsyncs, for power loss.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -105,8 +108,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the mode a plain open() would
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -59,7 +59,7 @@ def append_rows(path: str | os.PathLike, rows: Any) -> Path:
             frame = pd.concat([_read_one(path), new], ignore_index=True) if exists else new
             buffer = io.BytesIO()
             frame.to_parquet(buffer, index=False)
-            atomic_write_bytes(path, buffer.getvalue())
+            atomic_write_bytes(path, buffer.getvalue(), durable=True)
         else:
             old = b""
             if exists:
@@ -68,7 +68,7 @@ def append_rows(path: str | os.PathLike, rows: Any) -> Path:
                 if not old.endswith(b"\n"):
                     old += b"\n"
             body = new.to_csv(index=False, header=not exists, lineterminator="\n")
-            atomic_write_bytes(path, old + body.encode("utf-8"))
+            atomic_write_bytes(path, old + body.encode("utf-8"), durable=True)
     return path
 
 

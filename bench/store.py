@@ -99,9 +99,7 @@ class DatasetWriter:
         full = {"id": sid, "index": index, "files": files, "sha256": sha, **row}
         line = json.dumps(full, sort_keys=True) + "\n"
         with open(self.folder / MANIFEST, "a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+            handle.write(line)  # one write of a whole line: a kill leaves at most a torn last line
         self.rows[index] = full
         return full
 
