@@ -1,0 +1,163 @@
+"""Scoring a trained detector on REAL held-out test images, as tidy result rows.
+
+The test set is the one the run's protocol holds out (``split_category(...).test``): the same
+images for every generator of a comparison, never the few-shot references a generator saw.
+``test_set="all"`` scores every test image of the category instead, for comparison with papers
+and reference runs that use the full MVTec test split; those rows carry protocol ``all``.
+
+Outputs under the run folder: ``results.csv`` (appended tidy rows; a later row with the same key
+wins in reports), ``scores-<protocol>.csv`` (per-image scores) and ``heatmaps/*.png`` (a few test
+images with their ground-truth outline and the detector's map).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import anobench
+from anobench.datasets import load_category
+from anobench.errors import AnobenchError
+from anobench.images import atomic_write_bytes, atomic_write_text, png_bytes
+from anobench.protocol import split_category
+
+TEST_SETS = ("protocol", "all")
+ALL_TEST_IMAGES = "all"
+
+
+@dataclass
+class Evaluation:
+    run_dir: Path
+    protocol: str
+    n_images: int
+    n_anomalous: int
+    metrics: dict[str, float]
+    rows: list[dict[str, Any]]
+    results_path: Path
+    seconds: float
+
+    def line(self) -> str:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items())
+        return (f"{self.run_dir} [{self.protocol}: {self.n_images} test images, {self.n_anomalous} anomalous]: "
+                f"{shown}")
+
+
+def result_config_hash(meta: dict[str, Any]) -> str:
+    """One hash for the settings behind a number: generator config + detector training config."""
+    blob = json.dumps({"generator": meta.get("generator_config_hash"), "detector": meta.get("config_hash")},
+                      sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | Path | None = None,
+             heatmaps: int = 8, results: str | Path | None = None, batch_size: int = 8,
+             progress: bool = True) -> Evaluation:
+    """Score ``run_dir``'s selected checkpoint on the real test images; append tidy rows.
+
+    Args:
+        test_set: ``protocol`` (the run's held-out split) or ``all`` (every test image).
+        data_root: where the real dataset is now, if it moved since training.
+        heatmaps: how many test images to save with their heat maps (anomalous first).
+        results: results file to append to (default ``RUN/results.csv``).
+    """
+    from anobench.detectors.train import TrainedRun, predict_images
+    from anobench.metrics.detection import detection_metrics
+    from anobench.results import HEATMAP_DIR, RESULTS_FILENAME, append_rows
+
+    if test_set not in TEST_SETS:
+        raise AnobenchError(f"unknown test set {test_set!r} (known: {', '.join(TEST_SETS)})")
+    started = time.perf_counter()
+    run = TrainedRun.open(run_dir)
+    meta = run.meta
+    data = load_category(meta["dataset"], data_root or meta["data_root"], meta["category"])
+    if test_set == ALL_TEST_IMAGES:
+        samples, protocol = list(data.test), ALL_TEST_IMAGES
+    else:
+        protocol = meta.get("protocol", "thirds")
+        samples = split_category(data, protocol).test
+    if not samples:
+        raise AnobenchError(f"{data.root}: no test images under protocol {protocol!r}")
+    size = run.config.image_size
+    model = run.load_model()
+    from tqdm.auto import tqdm
+
+    images, masks = [], []
+    for sample in tqdm(samples, desc=f"read {meta['category']} test", unit="img", disable=not progress, leave=False):
+        image, mask = sample.image_and_mask(size)
+        images.append(image)
+        masks.append(mask)
+    maps, scores = predict_images(model, images, batch_size=batch_size, map_sigma=run.config.map_sigma)
+    labels = np.array([s.label for s in samples], dtype=bool)
+    masks_arr = np.stack(masks)
+    metrics = detection_metrics(scores, labels, maps, masks_arr)
+
+    folder = Path(run_dir)
+    _write_scores(folder / f"scores-{protocol}.csv", samples, data, scores)
+    if heatmaps and test_set != ALL_TEST_IMAGES:
+        save_heatmaps(folder / HEATMAP_DIR, samples, images, masks, maps, scores, limit=heatmaps)
+    rows = [{
+        "dataset": meta["dataset"], "category": meta["category"], "generator": meta["generator"],
+        "detector": meta["detector"], "seed": int(meta["seed"]), "protocol": protocol, "metric": name,
+        "value": float(value), "config_hash": result_config_hash(meta), "version": anobench.__version__,
+    } for name, value in metrics.items()]
+    results_path = Path(results) if results else folder / RESULTS_FILENAME
+    append_rows(results_path, rows)
+    return Evaluation(folder, protocol, len(samples), int(labels.sum()), metrics, rows, results_path,
+                      time.perf_counter() - started)
+
+
+def _write_scores(path: Path, samples, data, scores: np.ndarray) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["image", "defect_type", "label", "score"])
+    for sample, score in zip(samples, scores):
+        writer.writerow([data.relpath(sample.path), sample.defect_type, sample.label, f"{float(score):.6f}"])
+    atomic_write_text(path, buffer.getvalue())
+
+
+def heatmap_tile(image: np.ndarray, mask: np.ndarray, amap: np.ndarray) -> np.ndarray:
+    """Side by side: the test image with its ground-truth outline, and the map over the image."""
+    import cv2
+
+    outlined = image.copy()
+    if mask.any():
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(outlined, contours, -1, (255, 0, 0), 1)
+    colour = cv2.applyColorMap(np.clip(amap * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+    overlay = (0.5 * image + 0.5 * colour).astype(np.uint8)
+    return np.concatenate([outlined, overlay], axis=1)
+
+
+def save_heatmaps(folder: Path, samples, images, masks, maps, scores, limit: int = 8) -> list[Path]:
+    """Save ``limit`` tiles: mostly anomalous test images (one per defect type in turn), some normals."""
+    anomalous = [i for i, s in enumerate(samples) if s.label]
+    normals = [i for i, s in enumerate(samples) if not s.label]
+    by_type: dict[str, list[int]] = {}
+    for i in anomalous:
+        by_type.setdefault(samples[i].defect_type, []).append(i)
+    chosen: list[int] = []
+    n_anomalous = min(len(anomalous), max(limit - max(1, limit // 4), 0)) if normals else min(len(anomalous), limit)
+    queues = [list(v) for _, v in sorted(by_type.items())]
+    while len(chosen) < n_anomalous and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < n_anomalous:
+                chosen.append(queue.pop(0))
+    chosen += normals[: max(0, limit - len(chosen))]
+    for old in folder.glob("*.png") if folder.exists() else []:
+        old.unlink()
+    written = []
+    for i in chosen:
+        sample = samples[i]
+        name = f"{sample.defect_type}_{sample.path.stem}_score{float(scores[i]):.3f}.png"
+        path = folder / name
+        atomic_write_bytes(path, png_bytes(heatmap_tile(images[i], masks[i], maps[i])))
+        written.append(path)
+    return written

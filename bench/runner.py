@@ -1,0 +1,343 @@
+"""``anobench run``: the grid generators x categories x seeds -> generate -> train -> evaluate -> report.
+
+A run config is a YAML file (keys below); ``--preset quickstart`` is a built-in one on the
+procedural demo dataset, sized to finish in minutes on a 2-core CPU. Every stage resumes: a
+finished generated set, a trained run and an evaluated run are skipped, so re-running a killed
+or extended grid only does the missing cells.
+
+Config keys (relative paths are relative to the config file's folder)::
+
+    out: runs/bottle                # everything is written below this folder
+    dataset: mvtec_ad
+    data_root: ../shared/data/mvtec_ad
+    categories: [bottle]
+    seeds: [0]                      # one cell per seed: seeds generation and training
+    protocol: thirds
+    generators:                     # name, or a mapping with generate options
+      - name: draem
+        num: 600
+        anomaly_source: ../shared/data/dtd/images
+        set: {variant: anomalib}    # generator config overrides
+      - crop_paste                  # num defaults to 300
+    train: {profile: quick, detector: unet, set: {steps: 300}}
+    evaluate: {test_sets: [protocol]}   # add ``all`` to also score every test image
+    report: {format: markdown, layout: paper}
+
+Layout: ``OUT/generated/seed<S>/<generator>/<category>/``, ``OUT/runs/<generator>/<category>/seed<S>/``
+(each with ``results.csv`` and ``heatmaps/``), ``OUT/report.<ext>``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from anobench.errors import AnobenchError
+
+RUN_KEYS = {"out", "dataset", "data_root", "categories", "seeds", "protocol", "generators", "train", "evaluate",
+            "report", "demo_data"}
+GENERATOR_KEYS = {"name", "num", "anomaly_source", "model", "checkpoint", "batch_size", "set", "device"}
+TRAIN_KEYS = {"profile", "detector", "encoder", "encoder_weights", "set"}
+EVALUATE_KEYS = {"test_sets", "heatmaps"}
+REPORT_KEYS = {"format", "layout", "metrics"}
+REPORT_SUFFIX = {"markdown": "md", "latex": "tex", "csv": "csv", "html": "html"}
+DEFAULT_NUM = 300
+
+# The quickstart: the procedural demo dataset at 128 px, DRAEM (noise textures, no DTD needed)
+# and Crop&Paste on its three categories, a short U-Net training per cell.
+QUICKSTART: dict[str, Any] = {
+    "out": "anobench-quickstart",
+    "demo_data": {"size": 128, "train": 30},
+    "dataset": "mvtec_ad",
+    "data_root": "demo-data",  # relative to ``out`` for the preset
+    "categories": ["weave", "grain", "disc"],
+    "seeds": [0],
+    "protocol": "thirds",
+    "generators": [
+        {"name": "draem", "num": 160, "set": {"variant": "anomalib"}},
+        {"name": "crop_paste", "num": 160},
+    ],
+    "train": {"profile": "quick", "detector": "unet",
+              "set": {"image_size": 128, "steps": 120, "val_every": 40, "checkpoint_every": 40,
+                      "max_val_samples": 16, "val_normals": 6, "map_sigma": 2.0}},
+    "evaluate": {"test_sets": ["protocol"], "heatmaps": 6},
+    "report": {"format": "markdown", "layout": "table2"},
+}
+
+
+@dataclass
+class GeneratorSpec:
+    name: str
+    num: int = DEFAULT_NUM
+    anomaly_source: Path | None = None
+    model: str | None = None
+    checkpoint: Path | None = None
+    batch_size: int = 8
+    device: str = "auto"
+    overrides: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunConfig:
+    out: Path
+    dataset: str
+    data_root: Path
+    categories: list[str]
+    seeds: list[int]
+    protocol: str
+    generators: list[GeneratorSpec]
+    train: dict[str, Any]
+    test_sets: list[str]
+    heatmaps: int
+    report: dict[str, Any]
+    demo_data: dict[str, Any] | None = None
+
+    def cells(self) -> list[tuple[str, str, int]]:
+        return [(g.name, c, s) for s in self.seeds for c in self.categories for g in self.generators]
+
+    def generated_dir(self, generator: str, category: str, seed: int) -> Path:
+        return self.out / "generated" / f"seed{seed}" / generator / category
+
+    def run_dir(self, generator: str, category: str, seed: int) -> Path:
+        return self.out / "runs" / generator / category / f"seed{seed}"
+
+
+def _check_keys(where: str, data: dict, allowed: set[str]) -> None:
+    if not isinstance(data, dict):
+        raise AnobenchError(f"{where}: expected a mapping, got {type(data).__name__}")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise AnobenchError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
+
+
+def _as_list(value: Any, where: str) -> list:
+    if value is None:
+        raise AnobenchError(f"{where} is required")
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise AnobenchError(f"{where} is empty")
+    return items
+
+
+def _overrides(value: Any, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise AnobenchError(f"{where}.set must be a mapping of key: value")
+    return {str(k): _scalar_text(v) for k, v in value.items()}
+
+
+def _scalar_text(value: Any) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)
+    return "none" if value is None else str(value)
+
+
+def parse_run_config(data: dict[str, Any], base: Path, source: str = "config") -> RunConfig:
+    """Validate a run config mapping; relative paths resolve against ``base``."""
+    _check_keys(source, data, RUN_KEYS)
+
+    def path(value: Any) -> Path | None:
+        if value is None:
+            return None
+        p = Path(str(value)).expanduser()
+        return p if p.is_absolute() else base / p
+
+    out = path(data.get("out")) or base / "anobench-run"
+    generators = []
+    for i, entry in enumerate(_as_list(data.get("generators"), f"{source}: generators")):
+        if isinstance(entry, str):
+            entry = {"name": entry}
+        _check_keys(f"{source}: generators[{i}]", entry, GENERATOR_KEYS)
+        if "name" not in entry:
+            raise AnobenchError(f"{source}: generators[{i}] has no name")
+        try:
+            num = int(entry.get("num", DEFAULT_NUM))
+            batch = int(entry.get("batch_size", 8))
+        except (TypeError, ValueError):
+            raise AnobenchError(f"{source}: generators[{i}]: num and batch_size must be integers") from None
+        generators.append(GeneratorSpec(
+            name=str(entry["name"]), num=num, anomaly_source=path(entry.get("anomaly_source")),
+            model=entry.get("model"), checkpoint=path(entry.get("checkpoint")), batch_size=batch,
+            device=str(entry.get("device", "auto")), overrides=_overrides(entry.get("set"), f"generators[{i}]"),
+        ))
+    names = [g.name for g in generators]
+    if len(set(names)) != len(names):
+        raise AnobenchError(f"{source}: a generator is listed twice ({', '.join(names)})")
+    from anobench.generators.base import get_generator_class
+
+    for name in names:
+        get_generator_class(name)
+    train = dict(data.get("train") or {})
+    _check_keys(f"{source}: train", train, TRAIN_KEYS)
+    train["set"] = _overrides(train.get("set"), "train")
+    evaluate = dict(data.get("evaluate") or {})
+    _check_keys(f"{source}: evaluate", evaluate, EVALUATE_KEYS)
+    from anobench.evaluation import TEST_SETS
+
+    test_sets = [str(t) for t in _as_list(evaluate.get("test_sets", ["protocol"]), f"{source}: evaluate.test_sets")]
+    bad = [t for t in test_sets if t not in TEST_SETS]
+    if bad:
+        raise AnobenchError(f"{source}: evaluate.test_sets: unknown {', '.join(bad)} (known: {', '.join(TEST_SETS)})")
+    report = dict(data.get("report") or {})
+    _check_keys(f"{source}: report", report, REPORT_KEYS)
+    if report.get("format", "markdown") not in REPORT_SUFFIX:
+        raise AnobenchError(f"{source}: report.format must be one of {', '.join(REPORT_SUFFIX)}")
+    try:
+        seeds = [int(s) for s in _as_list(data.get("seeds", [0]), f"{source}: seeds")]
+    except (TypeError, ValueError):
+        raise AnobenchError(f"{source}: seeds must be integers") from None
+    if data.get("data_root") is None:
+        raise AnobenchError(f"{source}: data_root is required")
+    return RunConfig(
+        out=out,
+        dataset=str(data.get("dataset", "mvtec_ad")),
+        data_root=path(data["data_root"]),
+        categories=[str(c) for c in _as_list(data.get("categories"), f"{source}: categories")],
+        seeds=seeds,
+        protocol=str(data.get("protocol", "thirds")),
+        generators=generators,
+        train=train,
+        test_sets=test_sets,
+        heatmaps=int(evaluate.get("heatmaps", 8)),
+        report=report,
+        demo_data=data.get("demo_data"),
+    )
+
+
+def load_run_config(path: str | Path | None = None, preset: str | None = None, out: str | Path | None = None) -> RunConfig:
+    """A run config from a YAML file or a named preset; ``out`` overrides its output folder."""
+    import yaml
+
+    if (path is None) == (preset is None):
+        raise AnobenchError("give a CONFIG.yaml or --preset quickstart (one of them)")
+    if preset is not None:
+        if preset != "quickstart":
+            raise AnobenchError(f"unknown preset {preset!r} (known: quickstart)")
+        root = Path(out) if out else Path.cwd() / QUICKSTART["out"]
+        data = dict(QUICKSTART, out=str(root.resolve()), data_root=str((root / QUICKSTART["data_root"]).resolve()))
+        return parse_run_config(data, Path.cwd(), "preset quickstart")
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AnobenchError(f"{path}: config file not found") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise AnobenchError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise AnobenchError(f"{path}: a run config is a YAML mapping")
+    config = parse_run_config(data, path.resolve().parent, str(path))
+    if out is not None:
+        config.out = Path(out).resolve()
+    return config
+
+
+def _evaluated(run_dir: Path, protocol: str) -> bool:
+    from anobench.results import RESULTS_FILENAME, read_results
+
+    path = run_dir / RESULTS_FILENAME
+    if not path.exists():
+        return False
+    try:
+        return bool((read_results(path)["protocol"] == protocol).any())
+    except AnobenchError:
+        return False
+
+
+def _trained(run_dir: Path) -> bool:
+    import json
+
+    try:
+        return json.loads((run_dir / "run.json").read_text()).get("status") == "trained"
+    except (OSError, ValueError):
+        return False
+
+
+def run_grid(config: RunConfig, progress: bool = True, echo=click.echo) -> str:
+    """Run every missing cell of the grid; return the rendered report (also written to OUT)."""
+    from anobench.detectors.train import train_detector
+    from anobench.evaluation import ALL_TEST_IMAGES, evaluate
+    from anobench.generation import generate_dataset
+    from anobench.images import atomic_write_text
+    from anobench.report import render_report, report_files
+    from anobench.results import read_results
+
+    started = time.perf_counter()
+    config.out.mkdir(parents=True, exist_ok=True)
+    if config.demo_data is not None and not (config.data_root / config.categories[0]).is_dir():
+        from anobench.demo import make_demo_dataset
+
+        options = dict(config.demo_data)
+        make_demo_dataset(config.data_root, seed=0, size=int(options.get("size", 256)),
+                          n_train=int(options.get("train", 40)))
+        echo(f"demo dataset written to {config.data_root}")
+    cells = config.cells()
+    train = config.train
+    for number, (name, category, seed) in enumerate(cells, 1):
+        spec = next(g for g in config.generators if g.name == name)
+        run_dir = config.run_dir(name, category, seed)
+        tag = f"[{number}/{len(cells)}] {name}/{category}/seed{seed}"
+        wanted = [ALL_TEST_IMAGES if t == ALL_TEST_IMAGES else config.protocol for t in config.test_sets]
+        if _trained(run_dir) and all(_evaluated(run_dir, p) for p in wanted):
+            echo(f"{tag}: done, skipped")
+            continue
+        cell_start = time.perf_counter()
+        gen_root = config.generated_dir(name, category, seed).parent.parent
+        summary = generate_dataset(
+            name, config.dataset, config.data_root, category, spec.num, gen_root, seed=seed, split=config.protocol,
+            anomaly_source=spec.anomaly_source, model=spec.model, checkpoint=spec.checkpoint, device=spec.device,
+            batch_size=spec.batch_size, overrides=spec.overrides, image_size=_image_size(train), progress=progress,
+        )
+        trained = train_detector(
+            config.dataset, config.data_root, category, summary.folder, run_dir, profile=train.get("profile", "quick"),
+            seed=seed, detector=train.get("detector"), encoder=train.get("encoder"),
+            encoder_weights=train.get("encoder_weights"), overrides=train.get("set"), progress=progress,
+        )
+        lines = []
+        for test_set, protocol in zip(config.test_sets, wanted):
+            if _evaluated(run_dir, protocol):
+                continue
+            result = evaluate(run_dir, test_set=test_set, heatmaps=config.heatmaps, progress=progress)
+            lines.append(f"{protocol}: image AUROC {result.metrics['image_auroc']:.3f}, "
+                         f"pixel AUROC {result.metrics['pixel_auroc']:.3f}, pixel AP {result.metrics['pixel_ap']:.3f}")
+        echo(f"{tag}: {summary.total} samples, {trained.steps} steps; {'; '.join(lines) or 'evaluated before'} "
+             f"({time.perf_counter() - cell_start:.0f} s)")
+    fmt = config.report.get("format", "markdown")
+    layout = config.report.get("layout")
+    metrics = config.report.get("metrics")
+    run_dirs = [config.run_dir(*cell) for cell in cells]
+    if fmt == "html":
+        text = report_files(run_dirs, fmt, metrics, layout,
+                            generated=[config.generated_dir(*cell) for cell in cells])
+    else:
+        text = render_report(read_results(run_dirs), fmt, metrics, layout)
+    report_path = config.out / f"report.{REPORT_SUFFIX[fmt]}"
+    atomic_write_text(report_path, text)
+    if fmt != "markdown":  # the terminal always gets a readable table
+        atomic_write_text(config.out / "report.md", render_report(read_results(run_dirs), "markdown", metrics, layout))
+    echo(f"grid of {len(cells)} cells done in {(time.perf_counter() - started) / 60:.1f} min; report: {report_path}")
+    return text if fmt != "html" else render_report(read_results(run_dirs), "markdown", metrics, layout)
+
+
+def _image_size(train: dict[str, Any]) -> int:
+    """Generate at the size the detector trains at (the profile's, or ``train.set.image_size``)."""
+    from anobench.detectors.train import PROFILES
+
+    size = (train.get("set") or {}).get("image_size")
+    if size is not None:
+        try:
+            return int(size)
+        except ValueError:
+            raise AnobenchError(f"train.set.image_size must be an integer, got {size!r}") from None
+    profile = train.get("profile", "quick")
+    if profile not in PROFILES:
+        raise AnobenchError(f"unknown train profile {profile!r} (known: {', '.join(PROFILES)})")
+    return PROFILES[profile].image_size
