@@ -86,6 +86,48 @@ def build_generator(name: str, overrides: dict[str, str] | None = None) -> Gener
     return cls(config)
 
 
+def prepare_context(
+    gen: Generator,
+    dataset: str,
+    data_root: str | Path,
+    category: str,
+    split: str = "thirds",
+    image_size: int = 256,
+    anomaly_source: str | Path | None = None,
+    model: str | None = None,
+    checkpoint: str | Path | None = None,
+    device: str = "auto",
+) -> tuple[CategoryData, ProtocolSplit, GenerationContext]:
+    """Read a category, split it by protocol, and build what the generator may see.
+
+    Reference anomalies are loaded only for generators that need them: zero-shot generators
+    see none. Shared by generation and by the training stage of trainable generators.
+    """
+    data = load_category(dataset, data_root, category)
+    protocol = split_category(data, split)
+    references: list[ReferenceAnomaly] = []
+    if gen.needs.reference_anomalies:
+        references = load_references(data, protocol, image_size)
+        if not references:
+            raise AnobenchError(
+                f"generator {gen.name!r} needs few-shot reference anomalies, but {data.root} has none "
+                f"under protocol {split!r}"
+            )
+    context = GenerationContext(
+        dataset=dataset,
+        category=category,
+        image_size=image_size,
+        normal_paths=[s.path for s in data.train],
+        references=references,
+        defect_types=data.defect_types,
+        anomaly_source=_check_anomaly_source(anomaly_source),
+        model=model,
+        checkpoint=Path(checkpoint) if checkpoint else None,
+        device=resolve_device(device),
+    )
+    return data, protocol, context
+
+
 def generate_dataset(
     generator: str,
     dataset: str,
@@ -110,18 +152,8 @@ def generate_dataset(
     if batch_size < 1:
         raise AnobenchError(f"--batch-size must be at least 1, got {batch_size}")
     gen = build_generator(generator, overrides)
-    data = load_category(dataset, data_root, category)
-    protocol = split_category(data, split)
-    source_dir = _check_anomaly_source(anomaly_source)
-    references: list[ReferenceAnomaly] = []
-    if gen.needs.reference_anomalies:
-        references = load_references(data, protocol, image_size)
-        if not references:
-            raise AnobenchError(
-                f"generator {generator!r} needs few-shot reference anomalies, but {data.root} has none "
-                f"under protocol {split!r}"
-            )
-    device = resolve_device(device)
+    data, protocol, context = prepare_context(gen, dataset, data_root, category, split, image_size,
+                                              anomaly_source, model, checkpoint, device)
     folder = Path(out) / gen.name / category
     meta = {
         "generator": gen.name,
@@ -134,28 +166,16 @@ def generate_dataset(
         "image_size": image_size,
         "seed": seed,
         "protocol": protocol.summary(data),
-        "anomaly_source": str(source_dir) if source_dir else None,
+        "anomaly_source": str(context.anomaly_source) if context.anomaly_source else None,
         "model": model,
         "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
-        "device": device,
+        "device": context.device,
         "anobench_version": anobench.__version__,
     }
     writer = DatasetWriter(folder, meta)
     todo = [i for i in range(num) if i not in writer.done]
     started = time.perf_counter()
     if todo:
-        context = GenerationContext(
-            dataset=dataset,
-            category=category,
-            image_size=image_size,
-            normal_paths=[s.path for s in data.train],
-            references=references,
-            defect_types=data.defect_types,
-            anomaly_source=source_dir,
-            model=model,
-            checkpoint=Path(checkpoint) if checkpoint else None,
-            device=device,
-        )
         gen.setup(context)
         bar = tqdm(total=num, initial=num - len(todo), desc=f"{gen.name}/{category}", unit="img",
                    disable=not progress, dynamic_ncols=True)

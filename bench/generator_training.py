@@ -13,11 +13,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from anobench.datasets import load_category
 from anobench.errors import AnobenchError
-from anobench.generation import build_generator, load_references, resolve_device
-from anobench.generators.base import GenerationContext
-from anobench.protocol import split_category
+from anobench.generation import build_generator, prepare_context
 
 
 @dataclass
@@ -50,21 +47,7 @@ def train_generator(
     gen = build_generator(generator, overrides)
     if not gen.needs.training_stage:
         raise AnobenchError(f"generator {generator!r} has no training stage (it generates without train-generator)")
-    data = load_category(dataset, data_root, category)
-    protocol = split_category(data, split)
-    references = load_references(data, protocol, image_size) if gen.needs.reference_anomalies else []
-    if gen.needs.reference_anomalies and not references:
-        raise AnobenchError(f"{data.root}: no reference anomalies under protocol {split!r} to train {generator!r} on")
-    context = GenerationContext(
-        dataset=dataset,
-        category=category,
-        image_size=image_size,
-        normal_paths=[s.path for s in data.train],
-        references=references,
-        defect_types=data.defect_types,
-        model=model,
-        device=resolve_device(device),
-    )
+    _, _, context = prepare_context(gen, dataset, data_root, category, split, image_size, model=model, device=device)
     result = gen.fit(context, Path(out), steps=steps, seed=seed, split=split, progress=progress,
                      log=lambda message: tqdm.write(message))
     return TrainingSummary(Path(result["checkpoint"]), int(result["step"]), float(result["seconds"]),
