@@ -138,12 +138,13 @@ def datasets_check(root, dataset, categories) -> None:
 @click.option("--size", default=256, show_default=True, type=click.IntRange(min=64))
 @click.option("--train", "n_train", default=40, show_default=True, type=click.IntRange(min=1), help="Good training images per category.")
 def demo_data(out, seed, size, n_train) -> None:
-    """Write a small procedural MVTec-layout dataset (textures and an object) to OUT."""
+    """Write a small procedural MVTec-layout dataset (textures and an object) to OUT.
+
+    An earlier demo dataset in OUT is replaced as a whole; a folder holding anything else is refused.
+    """
     from anobench.demo import make_demo_dataset
 
-    counts = make_demo_dataset(out, seed=seed, size=size, n_train=n_train)
-    summary = ", ".join(f"{cat} ({n} images)" for cat, n in counts.items())
-    click.echo(f"{out}: {summary}")
+    click.echo(make_demo_dataset(out, seed=seed, size=size, n_train=n_train).line())
 
 
 @cli.command("score-generation")
