@@ -101,11 +101,12 @@ def datasets() -> None:
 @click.option("--category", "categories", multiple=True, help="Only these categories (default: all found).")
 def datasets_check(root, dataset, categories) -> None:
     """Count every category's images and list every problem; exit 1 on any problem."""
-    from anobench.datasets import check_category, list_categories, load_category
+    from anobench.datasets import LAYOUTS, check_category, list_categories, load_category
 
     names = list(categories) or list_categories(dataset, root)
     if not names:
-        raise AnobenchError(f"{root}: no {dataset} categories found")
+        click.echo(f"expected {dataset} layout:\n{LAYOUTS[dataset]}", err=True)
+        raise AnobenchError(f"{root}: no {dataset} categories found (expected layout above)")
     problems = 0
     for name in names:
         try:

@@ -235,6 +235,29 @@ READERS: dict[str, Callable[[Path, str], CategoryData]] = {
 }
 
 
+# The folder tree each reader expects, for messages when a root holds no category (and the README).
+LAYOUTS: dict[str, str] = {
+    "mvtec_ad": """ROOT/<category>/
+    train/good/*.png                  normal training images
+    test/good/*.png                   normal test images
+    test/<defect>/*.png               anomalous test images, one folder per defect type
+    ground_truth/<defect>/<stem>_mask.png   one mask per anomalous image (> 0 = defect)""",
+    "mvtec_loco": """ROOT/<category>/
+    train/good/*.png, test/good/*.png, test/<defect>/*.png
+    ground_truth/<defect>/<stem>/*.png   one or more masks per image (their union is the defect)""",
+    "btad": """ROOT/<category>/
+    train/ok/*.png, test/ok/*.png, test/ko/*.png
+    ground_truth/ko/<stem>.png""",
+    "visa": """ROOT/split_csv/1cls.csv             columns object, split, label, image, mask
+ROOT/<category>/Data/Images/..., Data/Masks/...   (paths as in the csv)""",
+    "folder": """ROOT/<category>/
+    good/*.png                        normal images (every 5th is held out as a test normal)
+    <defect>/*.png                    anomalous images, one folder per defect type
+    masks/<defect>/<stem>.png         one mask per anomalous image (or <stem>_mask.png; > 0 = defect)""",
+}
+LAYOUTS["mpdd"] = LAYOUTS["mvtec_ad"]
+
+
 def list_categories(dataset: str, root: str | Path) -> list[str]:
     """Category names found under ``root`` for a dataset layout."""
     root = _check_root(dataset, root)

@@ -371,6 +371,7 @@ def train_detector(
     data = load_category(dataset, data_root, category)
     gen = GeneratedSet.open(generated)
     _check_generated(gen, dataset, category, Path(generated))
+    _check_image_size(gen, config.image_size, Path(generated))
     protocol = (gen.meta.get("protocol") or {}).get("name", "thirds")
     out = Path(out)
     meta = {
@@ -481,6 +482,19 @@ def _check_generated(gen: GeneratedSet, dataset: str, category: str, folder: Pat
         raise AnobenchError(f"{folder}: generated set is for category {gen.meta.get('category')!r}, not {category!r}")
     if gen.meta.get("dataset") not in (None, dataset):
         raise AnobenchError(f"{folder}: generated set is for dataset {gen.meta.get('dataset')!r}, not {dataset!r}")
+
+
+def _check_image_size(gen: GeneratedSet, image_size: int, folder: Path) -> None:
+    """Refuse a generated set made at another size than the detector trains at.
+
+    An error, not a silent resize: training at the set's size would change the detector (and the
+    size every test image is scored at) behind the user's back, and upsampling a small set blurs
+    its defects. The message names both sizes and both fixes.
+    """
+    made = gen.meta.get("image_size")
+    if made is not None and int(made) != int(image_size):
+        raise AnobenchError(f"{folder}: generated set is {made} px but the detector trains at {image_size} px; "
+                            f"train with --set image_size={made} or regenerate with --image-size {image_size}")
 
 
 # ----------------------------------------------------------------------------- reading a run
