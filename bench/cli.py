@@ -184,18 +184,25 @@ def score_generation(folder, dataset, data_root, category, split, metrics, ic_va
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", default="markdown", show_default=True, help="latex, markdown, csv or html.")
 @click.option("--metrics", multiple=True, metavar="NAMES", help="Comma list of metrics to show (default: all).")
-@click.option("--layout", help="paper (Tables II and IV, the default), table2, table4, pair or per-metric.")
+@click.option("--layout", help="per-metric (the default: one table per metric), paper (Tables II and IV), "
+              "table2, table4 or pair.")
+@click.option("--primary", help="Metric the verdict ranks by (default: pixel_ap; see README).")
+@click.option("--standalone", is_flag=True, help="LaTeX: a whole document that compiles alone.")
 @click.option("--generated", multiple=True, type=click.Path(path_type=Path),
               help="HTML: generated sets (or a folder of them) to show samples from.")
 @click.option("--images", default=8, show_default=True, type=click.IntRange(min=0), help="HTML: images per generator.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Write the report here instead of stdout.")
-def report(results, fmt, metrics, layout, generated, images, out) -> None:
-    """Tables from RESULTS files (or run folders): categories x generators, like the papers."""
+def report(results, fmt, metrics, layout, primary, standalone, generated, images, out) -> None:
+    """The verdict, then tables from RESULTS files (or run folders): categories x generators.
+
+    ``--format csv`` writes the tidy result rows themselves.
+    """
     from anobench.images import atomic_write_text
     from anobench.report import report_files
 
     names = [m for entry in metrics for m in entry.split(",") if m.strip()] or None
-    text = report_files(results, fmt, names, layout, generated=generated, images=images)
+    text = report_files(results, fmt, names, layout, generated=generated, images=images, primary=primary,
+                        standalone=standalone, out=out)
     if out is None:
         click.echo(text, nl=not text.endswith("\n"))
     else:

@@ -267,8 +267,7 @@ def run_grid(config: RunConfig, progress: bool = True, echo=click.echo) -> str:
     from anobench.evaluation import ALL_TEST_IMAGES, evaluate
     from anobench.generation import generate_dataset
     from anobench.images import atomic_write_text
-    from anobench.report import render_report, report_files
-    from anobench.results import read_results
+    from anobench.report import report_files
 
     started = time.perf_counter()
     config.out.mkdir(parents=True, exist_ok=True)
@@ -314,17 +313,15 @@ def run_grid(config: RunConfig, progress: bool = True, echo=click.echo) -> str:
     layout = config.report.get("layout")
     metrics = config.report.get("metrics")
     run_dirs = [config.run_dir(*cell) for cell in cells]
-    if fmt == "html":
-        text = report_files(run_dirs, fmt, metrics, layout,
-                            generated=[config.generated_dir(*cell) for cell in cells])
-    else:
-        text = render_report(read_results(run_dirs), fmt, metrics, layout)
     report_path = config.out / f"report.{REPORT_SUFFIX[fmt]}"
+    text = report_files(run_dirs, fmt, metrics, layout, out=report_path,
+                        generated=[config.generated_dir(*cell) for cell in cells] if fmt == "html" else ())
     atomic_write_text(report_path, text)
+    markdown = text if fmt == "markdown" else report_files(run_dirs, "markdown", metrics, layout)
     if fmt != "markdown":  # the terminal always gets a readable table
-        atomic_write_text(config.out / "report.md", render_report(read_results(run_dirs), "markdown", metrics, layout))
+        atomic_write_text(config.out / "report.md", markdown)
     echo(f"grid of {len(cells)} cells done in {(time.perf_counter() - started) / 60:.1f} min; report: {report_path}")
-    return text if fmt != "html" else render_report(read_results(run_dirs), "markdown", metrics, layout)
+    return markdown
 
 
 def _image_size(train: dict[str, Any]) -> int:
