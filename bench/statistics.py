@@ -373,7 +373,7 @@ class Verdict:
 
     def text(self) -> str:
         """One plain sentence (values in percent), for the report's opening line."""
-        from anobench.report import METRIC_LABELS
+        from anobench.report_tables import METRIC_LABELS
 
         label = METRIC_LABELS.get(self.metric, self.metric)
         if self.leader is None:
@@ -508,7 +508,7 @@ def quality_vs_detection(rows, n_resamples: int = DEFAULT_RESAMPLES, seed: int =
     import pandas as pd
     from scipy import stats
 
-    from anobench.report import QUALITY_STYLE
+    from anobench.report_tables import QUALITY_STYLE
 
     quality = rows[(rows["detector"] == "-") & rows["metric"].isin([m for m, s in QUALITY_STYLE.items() if s[2] is not None])]
     detection = rows[(rows["detector"] != "-") & rows["metric"].isin(DETECTION_METRICS)]
