@@ -6,7 +6,8 @@ images for every generator of a comparison, never the few-shot references a gene
 and reference runs that use the full MVTec test split; those rows carry protocol ``all``.
 
 Outputs under the run folder: ``results.csv`` (appended tidy rows; a later row with the same key
-wins in reports), ``scores-<protocol>.csv`` (per-image scores) and ``heatmaps/*.png`` (a few test
+wins in reports), ``scores-<protocol>.csv`` (per-image scores), ``maps-<protocol>.npz`` (per-image scores, masks and
+quantised maps: what ``anobench report`` bootstraps, see :mod:`anobench.perimage`) and ``heatmaps/*.png`` (a few test
 images with their ground-truth outline and the detector's map).
 """
 
@@ -102,6 +103,7 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
 
     folder = Path(run_dir)
     _write_scores(folder / f"scores-{protocol}.csv", samples, data, scores)
+    _write_per_image(folder, protocol, meta, samples, data, scores, labels, maps, masks_arr)
     if heatmaps and test_set != ALL_TEST_IMAGES:
         save_heatmaps(folder / HEATMAP_DIR, samples, images, masks, maps, scores, limit=heatmaps)
     rows = [{
@@ -113,6 +115,17 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
     append_rows(results_path, rows)
     return Evaluation(folder, protocol, len(samples), int(labels.sum()), metrics, rows, results_path,
                       time.perf_counter() - started)
+
+
+def _write_per_image(folder: Path, protocol: str, meta, samples, data, scores, labels, maps, masks) -> None:
+    from anobench import perimage
+
+    keys = {"dataset": meta["dataset"], "category": meta["category"], "generator": meta["generator"],
+            "detector": meta["detector"], "seed": int(meta["seed"]), "protocol": protocol,
+            "config_hash": result_config_hash(meta)}
+    record = perimage.from_arrays(scores, labels, maps, masks, names=[data.relpath(s.path) for s in samples],
+                                  defect_types=[s.defect_type for s in samples], meta=keys)
+    perimage.save(folder / perimage.FILE_PATTERN.format(protocol=protocol), record)
 
 
 def _write_scores(path: Path, samples, data, scores: np.ndarray) -> None:
