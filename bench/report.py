@@ -33,7 +33,7 @@ def render_report(df, fmt: str, metrics: Sequence[str] | None = None, layout: st
                   samples: Mapping[str, Sequence[Any]] | None = None,
                   heatmaps: Mapping[str, Sequence[Any]] | None = None,
                   title: str = "anobench report", verdict: bool = False, primary: str | None = None,
-                  context=None, standalone: bool = False, page: Mapping[str, Any] | None = None) -> str:
+                  context=None, judge=None, standalone: bool = False, page: Mapping[str, Any] | None = None) -> str:
     """The report as text in ``fmt`` (latex, markdown, csv or html).
 
     Args:
@@ -45,7 +45,8 @@ def render_report(df, fmt: str, metrics: Sequence[str] | None = None, layout: st
             ``table2``, ``table4`` or ``pair`` (cells ``(a, b)`` of exactly two ``metrics``).
         verdict: open with the verdict (ranking on ``primary``, default pixel AP), the test set
             per category and the cost table (:mod:`anobench.report_verdict`); ``context`` is
-            what :func:`anobench.report_context.gather_context` read beside the results.
+            what :func:`anobench.report_context.gather_context` read beside the results; ``judge``
+            the statistics module's verdict (:func:`anobench.report_verdict.statistics_judge`).
         standalone: LaTeX only: a whole document that compiles alone.
         samples / heatmaps: HTML only; per generator, images to show (paths or uint8 arrays),
             e.g. from :func:`sample_tiles` and :func:`heatmap_paths`; ``page``: the category
@@ -57,7 +58,7 @@ def render_report(df, fmt: str, metrics: Sequence[str] | None = None, layout: st
     fmt = _check_format(fmt)
     if fmt == "csv":
         return tidy_csv(df, metrics)
-    tables = report_tables(df, metrics, layout, verdict=verdict, primary=primary, context=context)
+    tables = report_tables(df, metrics, layout, verdict=verdict, primary=primary, context=context, judge=judge)
     if fmt == "html":
         if page is not None:
             from anobench.report_page import html_page
@@ -70,7 +71,7 @@ def render_report(df, fmt: str, metrics: Sequence[str] | None = None, layout: st
 
 
 def report_tables(df, metrics: Sequence[str] | None = None, layout: str | None = None, *, verdict: bool = False,
-                  primary: str | None = None, context=None) -> list[Table]:
+                  primary: str | None = None, context=None, judge=None) -> list[Table]:
     """The verdict tables (when asked) then every table of :func:`build_tables`, with display names."""
     from anobench.generators.base import display_name
 
@@ -78,7 +79,7 @@ def report_tables(df, metrics: Sequence[str] | None = None, layout: str | None =
     if verdict:
         from anobench.report_verdict import verdict_tables
 
-        tables = verdict_tables(df, context, primary, names=display_name) + tables
+        tables = verdict_tables(df, context, primary, names=display_name, judge=judge) + tables
     demo = context is not None and len(context) and bool(context["demo_data"].fillna(False).astype(bool).all())
     generators = set(df["generator"])
     for t in tables:
@@ -142,8 +143,10 @@ def report_files(results: Sequence[str | os.PathLike], fmt: str, metrics: Sequen
     df = read_results(list(results))
     if fmt == "csv":
         return tidy_csv(df, metrics)
+    from anobench.report_verdict import statistics_judge
+
     context = gather_context(results)
-    options = dict(verdict=True, primary=primary, context=context)
+    options = dict(verdict=True, primary=primary, context=context, judge=statistics_judge(results, df))
     if fmt != "html":
         return render_report(df, fmt, metrics, layout, standalone=standalone, **options)
     from anobench.report_page import page_parts

@@ -36,15 +36,27 @@ PRIMARY_FALLBACK = ("pixel_ap", "aupro", "pixel_f1max", "image_ap", "image_auroc
 
 # Hook for the statistics module: (rows of one comparison, metric) -> {generator: (low, high)}.
 IntervalFn = Callable[[Any, str], Mapping[str, tuple[float, float]]]
+# The statistics module's judgement: ((dataset, protocol, detector), metric) -> anobench.statistics.Verdict
+JudgeFn = Callable[[tuple[str, str, str], str], Any]
 
 
-def _default_intervals() -> IntervalFn | None:
-    """The statistics module's interval function, when it is installed (branch ``stats``)."""
+def statistics_judge(results, rows) -> JudgeFn | None:
+    """:func:`anobench.statistics.verdict` on the per-image evidence stored under ``results``
+    (paired bootstrap over test images), or on the rows alone (seed-level) where none is stored."""
     try:
-        from anobench import statistics  # noqa: F401
+        from anobench import statistics
     except ImportError:
         return None
-    return getattr(statistics, "mean_intervals", None)
+    try:
+        analysis = statistics.load_analysis(list(results))
+    except Exception:  # noqa: BLE001 - damaged evidence: judge on the rows, and the verdict says so
+        analysis = None
+    source = analysis if analysis is not None else rows
+
+    def judge(group: tuple[str, str, str], metric: str):
+        return statistics.verdict(source, metric, group)
+
+    return judge
 
 
 def pick_primary(df, primary: str | None) -> tuple[str | None, str | None]:
@@ -60,7 +72,7 @@ def pick_primary(df, primary: str | None) -> tuple[str | None, str | None]:
 
 
 def verdict_tables(df, context, primary: str | None = None, names: Callable[[str], str] = str,
-                   intervals: IntervalFn | None = None) -> list[Table]:
+                   intervals: IntervalFn | None = None, judge: JudgeFn | None = None) -> list[Table]:
     """The verdict, test-set and cost tables for every (dataset, protocol, detector) comparison."""
     from anobench.report_tables import _latest
 
@@ -73,16 +85,41 @@ def verdict_tables(df, context, primary: str | None = None, names: Callable[[str
     metric, fallback_note = pick_primary(detection, primary)
     if metric is None:
         return []
-    intervals = intervals if intervals is not None else _default_intervals()
     tables = []
     for (dataset, protocol, detector), part in detection.groupby(["dataset", "protocol", "detector"], sort=True):
         ctx = _context_for(context, dataset, protocol)
-        tables.append(_verdict(part, metric, dataset, protocol, detector, ctx, names, intervals, fallback_note))
+        judged = _judged(judge, (dataset, protocol, detector), metric)
+        found = intervals if intervals is not None else (
+            (lambda _part, _metric, v=judged: v.intervals) if judged is not None else None)
+        table = _verdict(part, metric, dataset, protocol, detector, ctx, names, found, fallback_note)
+        if judged is not None:
+            _add_judgement(table, judged, names)
+        tables.append(table)
         tables.append(_test_sets(part, dataset, protocol, ctx, names))
     cost = _cost(detection, context, names)
     if cost is not None:
         tables.append(cost)
     return tables
+
+
+def _judged(judge: JudgeFn | None, group: tuple[str, str, str], metric: str):
+    if judge is None:
+        return None
+    try:
+        return judge(group, metric)
+    except Exception:  # noqa: BLE001 - the ranking stands without the statistics
+        return None
+
+
+def _add_judgement(table: Table, judged, names: Callable[[str], str]) -> None:
+    """The statistics module's sentence (significant winner, or no significant difference) first."""
+    text = judged.text()
+    for name in sorted(judged.means, key=len, reverse=True):
+        text = text.replace(f" {name} ", f" {names(name)} ").replace(f" {name},", f" {names(name)},")
+    table.notes = [("Ranking: " + n[len("Verdict: "):]) if n.startswith("Verdict: ") else n
+                   for n in table.notes if not n.startswith("No intervals")]
+    table.notes.insert(0, "Verdict: " + text)
+    table.notes += [f"Statistics: {n}." for n in getattr(judged, "notes", [])]
 
 
 def _context_for(context, dataset: str, protocol: str):
@@ -131,7 +168,8 @@ def _verdict(df, metric: str, dataset: str, protocol: str, detector: str, ctx, n
     for rank, g in enumerate(order, 1):
         label = names(g) + (f" ({reference_label(ctx, g)})" if reference_label(ctx, g) else "")
         lo_hi = found.get(g)
-        interval = Cell(text=f"{100 * lo_hi[0]:.1f} to {100 * lo_hi[1]:.1f}") if lo_hi else Cell(text="–")
+        finite = lo_hi is not None and not any(math.isnan(float(v)) for v in lo_hi)
+        interval = Cell(text=f"{100 * lo_hi[0]:.1f} to {100 * lo_hi[1]:.1f}") if finite else Cell(text="–")
         mean_rank = Cell(text=f"{ranks[g].mean():.2f}") if ranks is not None and g in complete else Cell(text="–")
         rows.append(Row([str(rank) if g in complete else "–", label],
                         [Cell([Value(means[g], comparable=g in complete)]), interval,
@@ -146,7 +184,7 @@ def _verdict(df, metric: str, dataset: str, protocol: str, detector: str, ctx, n
         notes.append(f"Verdict: {names(first)} ranks first on {label} (mean {100 * means[first]:.1f} over "
                      f"{len(categories)} categor{'y' if len(categories) == 1 else 'ies'}, {gap:.1f} points ahead of "
                      f"{names(second)}); it is best in {wins[first]} of {len(categories)}.")
-        if not found:
+        if not any(v is not None and not any(math.isnan(float(x)) for x in v) for v in found.values()):
             notes.append("No intervals: the statistics module (bootstrap over test images) did not provide any, "
                          "so a gap this size may be noise.")
     elif len(generators) == 1:

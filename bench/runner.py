@@ -65,7 +65,7 @@ QUICKSTART: dict[str, Any] = {
               "set": {"image_size": 128, "steps": 120, "val_every": 40, "checkpoint_every": 40,
                       "max_val_samples": 16, "val_normals": 6, "map_sigma": 2.0}},
     "evaluate": {"test_sets": ["protocol"], "heatmaps": 6},
-    "report": {"format": "markdown", "layout": "table2"},
+    "report": {"format": "markdown"},
 }
 
 

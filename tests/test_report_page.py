@@ -1,6 +1,6 @@
 """Reports of a real grid (issue 15): the HTML page in a headless browser, tidy CSV, standalone LaTeX.
 
-The page is made by ``anobench report`` from a tiny real grid (demo data, two generators, two
+Marked slow (``pytest -m slow``; .ci/run runs it). The page is made by ``anobench report`` from a tiny real grid (demo data, two generators, two
 categories, a few training steps) and opened in Debian's ``chromium`` (installed by .ci/run);
 without a browser the browser checks skip with the reason.
 """
@@ -120,6 +120,7 @@ def parse(text: str) -> Outline:
     return outline
 
 
+@pytest.mark.slow  # a real grid, then bootstrap and a browser: ~1 min on 2 idle cores
 def test_page_structure(page):
     text = page.read_text()
     outline = parse(text)
@@ -144,6 +145,7 @@ def test_page_structure(page):
         assert sum("anomalous (" in c for c in captions) == IMAGES // 2 * len(GENERATORS)
 
 
+@pytest.mark.slow  # a real grid, then bootstrap and a browser: ~1 min on 2 idle cores
 def test_worst_cases_come_first(page):
     """The first normal shown is the one the detectors scored highest, by mean rank."""
     import csv
@@ -182,6 +184,7 @@ def _browser(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # a real grid, then bootstrap and a browser: ~1 min on 2 idle cores
 def test_browser_renders_the_page_and_it_fits(page, tmp_path):
     probe = tmp_path / "probe.html"  # the page plus a line of script that reports its width
     probe.write_text(page.read_text().replace(
@@ -195,6 +198,7 @@ def test_browser_renders_the_page_and_it_fits(page, tmp_path):
     assert width <= 1400  # the wide quality table scrolls inside its box, the page does not
 
 
+@pytest.mark.slow  # a real grid, then bootstrap and a browser: ~1 min on 2 idle cores
 def test_browser_screenshot_is_not_blank(page, tmp_path):
     shot = tmp_path / "shot.png"
     done = _browser(tmp_path, "--window-size=1400,2600", f"--screenshot={shot}", page.as_uri())
@@ -210,6 +214,7 @@ def test_browser_screenshot_is_not_blank(page, tmp_path):
 
 # ------------------------------------------------------------------------------------ CSV and LaTeX
 
+@pytest.mark.slow  # a real grid, then bootstrap and a browser: ~1 min on 2 idle cores
 def test_csv_is_the_tidy_rows_pandas_reads_back_unchanged(grid, tmp_path):
     import pandas as pd
 
@@ -226,6 +231,7 @@ def test_csv_is_the_tidy_rows_pandas_reads_back_unchanged(grid, tmp_path):
     assert set(back["metric"]) >= {"pixel_ap", "aupro", "image_ap", "pixel_f1max"}
 
 
+@pytest.mark.slow  # a real grid, then bootstrap and a browser: ~1 min on 2 idle cores
 def test_latex_standalone_compiles_alone_with_labels_and_display_names(grid, tmp_path):
     out = tmp_path / "report.tex"
     result = CliRunner().invoke(cli, ["report", str(grid / "runs"), "--format", "latex", "--standalone",
