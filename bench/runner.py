@@ -275,9 +275,9 @@ def run_grid(config: RunConfig, progress: bool = True, echo=click.echo) -> str:
         from anobench.demo import make_demo_dataset
 
         options = dict(config.demo_data)
-        make_demo_dataset(config.data_root, seed=0, size=int(options.get("size", 256)),
-                          n_train=int(options.get("train", 40)))
-        echo(f"demo dataset written to {config.data_root}")
+        demo = make_demo_dataset(config.data_root, seed=0, size=int(options.get("size", 256)),
+                                 n_train=int(options.get("train", 40)))
+        echo(f"demo dataset written: {demo.line()}")
     cells = config.cells()
     train = config.train
     for number, (name, category, seed) in enumerate(cells, 1):

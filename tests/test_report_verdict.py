@@ -88,3 +88,27 @@ def test_test_set_sizes_and_cost_tables():
     cost = markdown_rows(text[text.index("cost per generator"):])
     assert cost[0] == ["Generator", "generation s/sample", "generation peak MiB", "device", "training min", "samples"]
     assert cost[1] == ["Crop&Paste", "0.01", "900", "cpu", "2", "160"]
+
+
+def test_the_statistics_verdict_opens_the_report_when_given():
+    class Judged:  # the shape of anobench.statistics.Verdict the report reads
+        means = {"crop_paste": 0.45, "draem": 0.35}
+        intervals = {"crop_paste": (0.41, 0.49), "draem": (float("nan"), float("nan"))}
+        notes = ["no per-image maps stored: seed-level test only"]
+
+        def text(self):
+            return "Best on pixel AP: crop_paste (45.0, 95% CI 41.0 to 49.0); ahead of draem by 10.0 points."
+
+    seen = []
+
+    def judge(group, metric):
+        seen.append((group, metric))
+        return Judged()
+
+    text = render_report(rows(), "markdown", verdict=True, context=context(), judge=judge)
+    assert seen == [(("mvtec_ad", "thirds", "unet"), "pixel_ap")]
+    notes = [line for line in text.splitlines() if line.startswith("_")]
+    assert notes[0] == "_Verdict: Best on pixel AP: Crop&Paste (45.0, 95% CI 41.0 to 49.0); ahead of DRAEM by 10.0 points._"
+    assert notes[1].startswith("_Ranking: Crop&Paste ranks first")
+    table = markdown_rows(text)
+    assert table[1][3] == "41.0 to 49.0" and table[2][3] == "–"  # NaN interval shows a dash
