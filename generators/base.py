@@ -118,6 +118,8 @@ class Generator(abc.ABC):
     display_name: ClassVar[str] = ""  # how reports name it (e.g. "Crop&Paste"); default: ``name``
     config_class: ClassVar[type]
     needs: ClassVar[GeneratorNeeds] = GeneratorNeeds()
+    # config fields that change sampling only, outside a training stage's resume identity
+    sampling_fields: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: Any | None = None) -> None:
         self.config = config if config is not None else self.config_class()
