@@ -119,7 +119,7 @@ def tidy_csv(df, metrics: Sequence[str] | None = None) -> str:
 def render_tables(df, fmt: str, metrics: Sequence[str] | None = None, layout: str | None = None) -> str:
     """Only the tables, in ``fmt`` (HTML: the tables without page or images; CSV: table blocks)."""
     fmt = _check_format(fmt)
-    return WRITERS[fmt](build_tables(df, metrics, layout))
+    return WRITERS[fmt](report_tables(df, metrics, layout))
 
 
 def _check_format(fmt: str) -> str:

@@ -242,8 +242,8 @@ def test_generation_quality_rows_form_their_own_table():
     quality = text[text.index("generation quality"):]
     table = markdown_rows(quality)
     assert table[0] == ["Generator", "IC-LPIPS (DualAnoDiff) ↑", "FID ↓", "device"]  # metrics as columns
-    assert table[1] == ["crop_paste", "**0.300**", "55.0", "–"]
-    assert table[2] == ["draem", "0.200", "**40.0**", "cpu"]  # lower FID is better
+    assert table[1] == ["Crop&Paste", "**0.300**", "55.0", "–"]
+    assert table[2] == ["DRAEM", "0.200", "**40.0**", "cpu"]  # lower FID is better
 
 
 def test_latex_is_booktabs_with_escaped_names():
@@ -274,8 +274,8 @@ def test_latex_compiles_with_pdflatex(tmp_path):
 def test_csv_single_table_reads_back_with_pandas():
     text = render_tables(pd.DataFrame(paper_rows()), "csv", layout="table2")
     df = pd.read_csv(io.StringIO(text))
-    assert list(df.columns) == ["Category", "crop_paste image AUROC", "crop_paste pixel AUROC",
-                                "draem image AUROC", "draem pixel AUROC"]
+    assert list(df.columns) == ["Category", "Crop&Paste image AUROC", "Crop&Paste pixel AUROC",
+                                "DRAEM image AUROC", "DRAEM pixel AUROC"]
     assert df.iloc[0].tolist() == ["bottle", 99.8, 99.4, 99.3, 96.7]
     assert df.iloc[-1]["Category"] == "Mean"
     several = render_tables(pd.DataFrame(paper_rows()), "csv", layout="paper")
@@ -364,11 +364,11 @@ def test_two_setups_of_one_generator_are_separate_labelled_columns_in_any_order(
     for rows in (a + b, b + a):
         table = markdown_rows(render_report(pd.DataFrame(rows), "markdown", layout="per-metric"))
         header = table[0]
-        assert "draem (n_generated=100, steps=30)" in header and "draem (n_generated=60, steps=25)" in header
+        assert "DRAEM (n_generated=100, steps=30)" in header and "DRAEM (n_generated=60, steps=25)" in header
         column = {name: i for i, name in enumerate(header)}
         bottle = dict(zip(header, table[1]))
-        assert bottle["draem (n_generated=60, steps=25)"] == "60.0"
-        assert "90.0" in bottle["draem (n_generated=100, steps=30)"] and len(column) == 3
+        assert bottle["DRAEM (n_generated=60, steps=25)"] == "60.0"
+        assert "90.0" in bottle["DRAEM (n_generated=100, steps=30)"] and len(column) == 3
 
 
 def test_leaky_cells_are_marked_in_every_format_and_captions_carry_the_setup():
@@ -377,8 +377,9 @@ def test_leaky_cells_are_marked_in_every_format_and_captions_carry_the_setup():
     df = pd.DataFrame(rows)
     md = render_report(df, "markdown", layout="per-metric")
     cells = dict(zip(markdown_rows(md)[0], markdown_rows(md)[1]))
-    assert cells["draem †"] == "**90.0**†" and cells["crop_paste"] == "80.0" and "† leaky" in md
+    assert cells["DRAEM †"] == "**90.0**†" and cells["Crop&Paste"] == "80.0" and "† leaky" in md
     assert "detector unet" in md and "profile quick" in md and "9 test images (6 anomalous)" in md
     assert "$^\\dagger$" in render_report(df, "latex", layout="per-metric")
-    assert "draem †" in render_report(df, "csv", layout="per-metric").splitlines()[0]
+    assert "DRAEM †" in render_tables(df, "csv", layout="per-metric").splitlines()[0]
+    assert "leaky" in render_report(df, "csv").splitlines()[0]  # the tidy rows keep the flag as a column
     assert "†" in render_report(df, "html", layout="per-metric")
