@@ -8,6 +8,7 @@ only has to produce a :class:`Table` (see :func:`build_tables`).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -62,13 +63,34 @@ def _check_format(fmt: str) -> str:
 
 
 def report_files(results: Sequence[str | os.PathLike], fmt: str, metrics: Sequence[str] | None = None,
-                 layout: str | None = None, generated: Sequence[str | os.PathLike] = (), images: int = 8) -> str:
-    """``anobench report``: read results files or run folders, render; HTML adds the images."""
+                 layout: str | None = None, generated: Sequence[str | os.PathLike] = (), images: int = 8,
+                 statistics: bool = True, resamples: int = 1000, stats_seed: int = 0, primary: str | None = None,
+                 figures_dir: str | os.PathLike | None = None) -> str:
+    """``anobench report``: read results files or run folders, render; HTML adds the images.
+
+    With ``statistics`` the report opens with the verdict on ``primary`` and ends with the
+    interval, paired-test, rank and correlation tables (:mod:`anobench.report_stats`), all from
+    the stored per-image evidence; ``figures_dir`` also writes the figures there.
+    """
     from anobench.results import read_results
 
     fmt = _check_format(fmt)
     df = read_results(list(results))
+    tables = build_tables(df, metrics, layout)
+    stats = None
+    if statistics:
+        from anobench.report_stats import build_statistics
+
+        stats = build_statistics(list(results), df, primary, resamples, stats_seed,
+                                 None if figures_dir is None else Path(figures_dir))
+        tables = tables + stats.tables
+    lead = stats.lead() if stats else ""
     if fmt != "html":
-        return render_report(df, fmt, metrics, layout)
+        text = WRITERS[fmt](tables)
+        if lead and fmt == "markdown":
+            text = lead + "\n\n" + text
+        elif lead and fmt == "latex":
+            text = "".join(f"% {line}\n" for line in lead.splitlines()) + text
+        return text
     samples, heatmaps = gallery(results, generated, limit=images)
-    return render_report(df, fmt, metrics, layout, samples=samples, heatmaps=heatmaps)
+    return _html_page(tables, "anobench report", samples, heatmaps, lead=lead, figures=stats.figures if stats else ())

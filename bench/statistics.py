@@ -87,6 +87,7 @@ class Cell:
     seeds: list[int]
     full: dict[str, np.ndarray]  # metric -> (S,)
     samples: dict[str, np.ndarray]  # metric -> (S, B)
+    setup: dict = field(default_factory=dict)  # the first seed's stored meta (sweep values, costs)
 
     @property
     def group(self) -> tuple[str, str, str]:
@@ -167,8 +168,10 @@ def analyse(records: Sequence[PerImage], n_resamples: int = DEFAULT_RESAMPLES, s
                                     "re-evaluate them on the same split")
         counts = resample_counts(reference.labels, n_resamples, seed=_test_set_seed(seed, dataset, protocol, category))
         runs: dict[tuple, list[tuple[int, BootstrapResult]]] = {}
+        setups: dict[tuple, dict] = {}
         for record in group:
             m = record.meta
+            setups.setdefault((m["detector"], m["generator"]), dict(m))
             runs.setdefault((m["detector"], m["generator"]), []).append(
                 (int(m["seed"]), bootstrap_metrics(record, counts=counts)))
         for (detector, generator), results in runs.items():
@@ -177,7 +180,8 @@ def analyse(records: Sequence[PerImage], n_resamples: int = DEFAULT_RESAMPLES, s
             cells[(dataset, protocol, detector, category, generator)] = Cell(
                 dataset, protocol, detector, category, generator, [s for s, _ in results],
                 {k: np.array([r.metrics[k] for _, r in results]) for k in names},
-                {k: np.stack([r.samples[k] for _, r in results]) for k in names})
+                {k: np.stack([r.samples[k] for _, r in results]) for k in names},
+                setups[(detector, generator)])
     return Analysis(cells, n_resamples, seed)
 
 
