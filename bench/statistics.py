@@ -94,11 +94,16 @@ class Cell:
         return (self.dataset, self.protocol, self.detector)
 
     def mean(self, metric: str) -> float:
-        return float(np.nanmean(self.full[metric])) if metric in self.full else math.nan
+        if metric not in self.full or np.isnan(self.full[metric]).all():
+            return math.nan
+        return float(np.nanmean(self.full[metric]))
 
     def resampled_mean(self, metric: str) -> np.ndarray:
-        """(B,) seed-mean of the metric on each resample."""
-        return np.nanmean(self.samples[metric], axis=0)
+        """(B,) seed-mean of the metric on each resample (NaN where no seed defines it)."""
+        samples = self.samples[metric]
+        with np.errstate(invalid="ignore"):
+            counts = np.sum(~np.isnan(samples), axis=0)
+            return np.where(counts > 0, np.nansum(samples, axis=0) / np.maximum(counts, 1), np.nan)
 
     def interval(self, metric: str, level: float = LEVEL) -> tuple[float, float]:
         """Bootstrap interval over test images (of the seed-mean)."""
