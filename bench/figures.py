@@ -86,30 +86,34 @@ def cd_diagram(ranks, out_dir: Path, name: str | None = None) -> list[Path]:
     plt = _pyplot()
     k = len(ranks.generators)
     ordered = sorted(ranks.generators, key=lambda g: ranks.mean_ranks[g])
-    fig, ax = plt.subplots(figsize=(6, 1.2 + 0.3 * k))
+    cliques = ranks.cliques()
+    half = (k + 1) // 2
+    top_label = -0.35 - 0.2 * len(cliques)  # clique bars sit between the axis and the labels
+    lowest = top_label - 0.35 * (max(half, k - half) - 1)
+    fig, ax = plt.subplots(figsize=(6, 1.4 + 0.25 * (top_label - lowest) / 0.35 + 0.2 * len(cliques)))
     ax.set_xlim(k + 0.3, 0.7)  # rank 1 (best) on the right, as Demsar draws it
-    ax.set_ylim(-(k // 2 + 2), 2.2)
+    ax.set_ylim(lowest - 0.3, 1.9)
     ax.axis("off")
     ax.hlines(0, 1, k, color="k", lw=1)
     for r in range(1, k + 1):
-        ax.vlines(r, 0, 0.2, color="k", lw=1)
-        ax.text(r, 0.35, str(r), ha="center", va="bottom", fontsize=8)
-    half = (k + 1) // 2
+        ax.vlines(r, 0, 0.12, color="k", lw=1)
+        ax.text(r, 0.2, str(r), ha="center", va="bottom", fontsize=8)
     for i, g in enumerate(ordered):
         rank = ranks.mean_ranks[g]
-        left = i >= half  # worse half to the left
-        depth = -(i - half + 1) if left else -(i + 1)
-        end = k + 0.2 if left else 0.8
-        ax.plot([rank, rank, end], [0, depth * 0.5, depth * 0.5], color="k", lw=0.8)
-        ax.text(end, depth * 0.5, f" {g} ({rank:.2f}) " if not left else f" ({rank:.2f}) {g} ",
-                ha="left" if not left else "right", va="center", fontsize=8)
+        left = i >= half  # the worse half is labelled on the left
+        y = top_label - 0.35 * ((k - 1 - i) if left else i)
+        end = k + 0.15 if left else 0.85
+        ax.plot([rank, rank, end], [0, y, y], color="k", lw=0.8)
+        ax.text(end, y, f"({rank:.2f}) {g} " if left else f" {g} ({rank:.2f})",
+                ha="right" if left else "left", va="center", fontsize=8)
     cd = ranks.critical_difference
     if not math.isnan(cd):
-        ax.plot([1, 1 + cd], [1.4, 1.4], color="k", lw=1.5)
-        ax.text(1 + cd / 2, 1.55, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=8)
-    for n, clique in enumerate(ranks.cliques()):
+        ax.plot([1, 1 + cd], [1.15, 1.15], color="k", lw=1.5)
+        ax.vlines([1, 1 + cd], 1.08, 1.22, color="k", lw=1)
+        ax.text(1 + cd / 2, 1.3, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=8)
+    for n, clique in enumerate(cliques):
         lo, hi = min(ranks.mean_ranks[g] for g in clique), max(ranks.mean_ranks[g] for g in clique)
-        ax.plot([lo - 0.03, hi + 0.03], [-0.15 - 0.12 * n] * 2, color="k", lw=3)
+        ax.plot([lo - 0.04, hi + 0.04], [-0.2 - 0.2 * n] * 2, color="k", lw=2.5, solid_capstyle="butt")
     p = ranks.friedman_p
     title = f"{_label(ranks.metric)}: mean ranks over {len(ranks.categories)} categories"
     if not math.isnan(p):

@@ -170,18 +170,33 @@ def correlation_table(correlations) -> Table:
 
 # --------------------------------------------------------------------------- sweeps
 
+BASE_VALUE = {"num": "generated_samples", "synthetic_fraction": "synthetic_fraction"}
+
+
 def sweep_points(analysis: Analysis, metric: str, axis: str):
-    """Curve data for one swept axis: generator (base name), category, value, mean, low, high."""
+    """Curve data for one swept axis: generator (base name), category, value, mean, low, high.
+
+    The unswept cells of a swept generator join its curve at their own value (their sample count
+    or synthetic fraction, as stored).
+    """
     import pandas as pd
 
+    swept = [c for c in analysis.cells.values() if axis in (c.setup.get("sweep") or {}) and metric in c.full]
+    bases = {c.setup.get("base_generator", c.generator) for c in swept}
     points = []
     for cell in analysis.cells.values():
+        if metric not in cell.full:
+            continue
         sweep = cell.setup.get("sweep") or {}
-        if axis not in sweep or metric not in cell.full:
+        if axis in sweep:
+            value = sweep[axis]
+        elif not sweep and cell.generator in bases and cell.setup.get(BASE_VALUE.get(axis, "")) is not None:
+            value = cell.setup[BASE_VALUE[axis]]
+        else:
             continue
         low, high = cell.interval(metric)
         points.append({"generator": cell.setup.get("base_generator", cell.generator), "category": cell.category,
-                       "value": float(sweep[axis]), "mean": cell.mean(metric), "low": low, "high": high})
+                       "value": float(value), "mean": cell.mean(metric), "low": low, "high": high})
     return pd.DataFrame(points)
 
 

@@ -90,6 +90,8 @@ def test_run_grid_with_sweeps_records_them_and_reports_intervals(demo_root, tmp_
     figures = {p.name for p in (out / "figures").iterdir()}
     assert {"bars_image_auroc.png", "bars_image_auroc.pdf", "loss_curves.png"} <= figures
     assert any(name.startswith("cost_") for name in figures)
+    # the base cells (fraction 0.5) and the swept ones (0.25) make one curve per generator
+    assert "sweep_synthetic_fraction_image_auroc.png" in figures and "sweep_mix_weight_image_auroc.png" not in figures
 
 
 def test_cd_diagram_and_figures_for_three_generators_on_three_categories(tmp_path):
