@@ -198,16 +198,28 @@ def score_generation(folder, dataset, data_root, category, split, metrics, ic_va
               help="HTML: generated sets (or a folder of them) to show samples from.")
 @click.option("--images", default=8, show_default=True, type=click.IntRange(min=0), help="HTML: images per generator.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Write the report here instead of stdout.")
-def report(results, fmt, metrics, layout, primary, standalone, generated, images, out) -> None:
+@click.option("--resamples", default=1000, show_default=True, type=click.IntRange(min=10),
+              help="Bootstrap resamples of the test images.")
+@click.option("--stats-seed", default=0, show_default=True, type=click.IntRange(min=0), help="Bootstrap seed.")
+@click.option("--figures", "figures_dir", type=click.Path(path_type=Path),
+              help="Folder for the figures (default: OUT's folder / figures when --out is given).")
+@click.option("--no-stats", is_flag=True, help="Tables only: no intervals, tests or figures.")
+def report(results, fmt, metrics, layout, primary, standalone, generated, images, out, resamples, stats_seed,
+           figures_dir, no_stats) -> None:
     """The verdict, then tables from RESULTS files (or run folders): categories x generators.
 
-    ``--format csv`` writes the tidy result rows themselves.
+    The verdict and its 95% intervals, paired tests, ranks and figures come from the per-image
+    data stored by `anobench evaluate` (no model is re-run). ``--format csv`` writes the tidy
+    result rows themselves.
     """
     from anobench.images import atomic_write_text
     from anobench.report import report_files
 
     names = [m for entry in metrics for m in entry.split(",") if m.strip()] or None
-    text = report_files(results, fmt, names, layout, generated=generated, images=images, primary=primary,
+    if figures_dir is None and out is not None and not no_stats:
+        figures_dir = out.parent / "figures"
+    text = report_files(results, fmt, names, layout, generated=generated, images=images, statistics=not no_stats,
+                        resamples=resamples, stats_seed=stats_seed, primary=primary, figures_dir=figures_dir,
                         standalone=standalone, out=out)
     if out is None:
         click.echo(text, nl=not text.endswith("\n"))

@@ -92,7 +92,7 @@ def _run_split(data, meta: dict[str, Any], folder: Path):
 
 def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | Path | None = None,
              heatmaps: int = 8, results: str | Path | None = None, batch_size: int = 8,
-             progress: bool = True) -> Evaluation:
+             progress: bool = True, setup: dict[str, Any] | None = None) -> Evaluation:
     """Score ``run_dir``'s selected checkpoint on the real test images; append tidy rows.
 
     Args:
@@ -100,6 +100,8 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
         data_root: where the real dataset is now, if it moved since training.
         heatmaps: how many test images to save with their heat maps (anomalous first).
         results: results file to append to (default ``RUN/results.csv``).
+        setup: what a grid sweep varied (``label``: the generator name the rows carry, e.g.
+            ``draem[num=100]``; ``sweep``: axis -> value; ``base_generator``), kept with the maps.
     """
     from anobench.detectors.predict import predict_images
     from anobench.detectors.run import TrainedRun
@@ -143,12 +145,15 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
 
     folder = Path(run_dir)
     _write_scores(folder / f"scores-{protocol}.csv", samples, data, scores)
-    _write_per_image(folder, protocol, meta, samples, data, scores, labels, maps, masks_arr)
+    setup = dict(setup or {})
+    label = str(setup.pop("label", meta["generator"]))
+    _write_per_image(folder, protocol, dict(meta, generator=label), samples, data, scores, labels, maps, masks_arr,
+                     setup)
     if heatmaps and test_set != ALL_TEST_IMAGES:
         save_heatmaps(folder / HEATMAP_DIR, samples, images, masks, maps, scores, limit=heatmaps)
     setup = setup_columns(meta, run.config, n_test=len(samples), n_anomalous=int(labels.sum()), leaky=leaky)
     rows = [{
-        "dataset": meta["dataset"], "category": meta["category"], "generator": meta["generator"],
+        "dataset": meta["dataset"], "category": meta["category"], "generator": label,
         "detector": meta["detector"], "seed": int(meta["seed"]), "protocol": protocol, "metric": name,
         "value": float(value), "config_hash": result_config_hash(meta), "version": anobench.__version__, **setup,
     } for name, value in metrics.items()]
@@ -158,15 +163,31 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
                       time.perf_counter() - started)
 
 
-def _write_per_image(folder: Path, protocol: str, meta, samples, data, scores, labels, maps, masks) -> None:
+def _write_per_image(folder: Path, protocol: str, meta, samples, data, scores, labels, maps, masks,
+                     setup: dict[str, Any] | None = None) -> None:
     from anobench import perimage
 
     keys = {"dataset": meta["dataset"], "category": meta["category"], "generator": meta["generator"],
             "detector": meta["detector"], "seed": int(meta["seed"]), "protocol": protocol,
-            "config_hash": result_config_hash(meta)}
+            "config_hash": result_config_hash(meta), "generated_samples": meta.get("generated_samples"),
+            "synthetic_fraction": (meta.get("config") or {}).get("synthetic_fraction"),
+            "train_minutes": float(meta.get("train_seconds") or 0.0) / 60.0,
+            "seconds_per_sample": _seconds_per_sample(meta.get("generated"))}
+    keys.update(setup or {})
     record = perimage.from_arrays(scores, labels, maps, masks, names=[data.relpath(s.path) for s in samples],
                                   defect_types=[s.defect_type for s in samples], meta=keys)
     perimage.save(folder / perimage.FILE_PATTERN.format(protocol=protocol), record)
+
+
+def _seconds_per_sample(generated: str | None) -> float | None:
+    """Mean generation seconds per sample of the run's generated set (None when it is gone)."""
+    try:
+        from anobench.store import GeneratedSet
+
+        seconds = [float(r.get("seconds") or 0.0) for r in GeneratedSet.open(generated).rows]
+        return float(np.mean(seconds)) if seconds else None
+    except Exception:  # noqa: BLE001 - a moved or partial set only loses the cost figure
+        return None
 
 
 def _write_scores(path: Path, samples, data, scores: np.ndarray) -> None:

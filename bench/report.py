@@ -8,6 +8,7 @@ only has to produce a :class:`Table` (see :func:`build_tables`).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -67,7 +68,7 @@ def render_report(df, fmt: str, metrics: Sequence[str] | None = None, layout: st
         return _html_page(tables, title, samples or {}, heatmaps or {})
     if fmt == "latex":
         return write_latex(tables, standalone=standalone)
-    return WRITERS[fmt](tables)
+    return markdown_with_lead(tables) if verdict else WRITERS[fmt](tables)
 
 
 def report_tables(df, metrics: Sequence[str] | None = None, layout: str | None = None, *, verdict: bool = False,
@@ -80,6 +81,13 @@ def report_tables(df, metrics: Sequence[str] | None = None, layout: str | None =
         from anobench.report_verdict import verdict_tables
 
         tables = verdict_tables(df, context, primary, names=display_name, judge=judge) + tables
+    return name_tables(tables, df, context)
+
+
+def name_tables(tables: list[Table], df, context=None) -> list[Table]:
+    """Generators by display name in columns and row labels; datasets by name (the demo data as such)."""
+    from anobench.generators.base import display_name
+
     demo = context is not None and len(context) and bool(context["demo_data"].fillna(False).astype(bool).all())
     generators = set(df["generator"])
     for t in tables:
@@ -116,6 +124,16 @@ def tidy_csv(df, metrics: Sequence[str] | None = None) -> str:
     return rows.to_csv(index=False, lineterminator="\n")
 
 
+def markdown_with_lead(tables: list[Table]) -> str:
+    """Markdown that opens with the verdict sentence(s), taken out of the verdict tables' notes."""
+    lead = []
+    for t in tables:
+        lead += [n for n in t.notes if n.startswith("Verdict: ")]
+        t.notes = [n for n in t.notes if not n.startswith("Verdict: ")]
+    text = write_markdown(tables)
+    return "".join(f"**{line}**\n\n" for line in lead) + text
+
+
 def render_tables(df, fmt: str, metrics: Sequence[str] | None = None, layout: str | None = None) -> str:
     """Only the tables, in ``fmt`` (HTML: the tables without page or images; CSV: table blocks)."""
     fmt = _check_format(fmt)
@@ -129,28 +147,50 @@ def _check_format(fmt: str) -> str:
 
 
 def report_files(results: Sequence[str | os.PathLike], fmt: str, metrics: Sequence[str] | None = None,
-                 layout: str | None = None, generated: Sequence[str | os.PathLike] = (), images: int = 8, *,
-                 primary: str | None = None, standalone: bool = False, out: str | os.PathLike | None = None) -> str:
+                 layout: str | None = None, generated: Sequence[str | os.PathLike] = (), images: int = 8,
+                 statistics: bool = True, resamples: int = 1000, stats_seed: int = 0, primary: str | None = None,
+                 figures_dir: str | os.PathLike | None = None, *, standalone: bool = False,
+                 out: str | os.PathLike | None = None) -> str:
     """``anobench report``: read results files or run folders, render with the verdict first.
 
-    The context (test-set sizes, references, cost) comes from the run folders beside the results;
-    HTML adds the category sections, samples and the figure files found beside ``out``.
+    The context (test-set sizes, references, cost) comes from the run folders beside the results.
+    With ``statistics`` the verdict's sentence and intervals come from the stored per-image
+    evidence (:mod:`anobench.report_stats`), whose interval, paired-test, rank and correlation
+    tables follow the metric tables; ``figures_dir`` also writes the figures there. HTML adds the
+    category sections, samples and every figure (those written and those in ``figures/`` beside
+    ``out``).
     """
     from anobench.report_context import gather_context
+    from anobench.report_verdict import pick_primary
     from anobench.results import read_results
 
     fmt = _check_format(fmt)
     df = read_results(list(results))
     if fmt == "csv":
         return tidy_csv(df, metrics)
-    from anobench.report_verdict import statistics_judge
-
     context = gather_context(results)
-    options = dict(verdict=True, primary=primary, context=context, judge=statistics_judge(results, df))
-    if fmt != "html":
-        return render_report(df, fmt, metrics, layout, standalone=standalone, **options)
-    from anobench.report_page import page_parts
+    judge, extra, figures = None, [], []
+    if statistics:
+        from anobench.report_stats import build_statistics
+
+        report_tables(df, metrics, layout, verdict=True, primary=primary, context=context)  # cheap checks first
+        metric = pick_primary(df, primary)[0] or primary
+        stats = build_statistics(list(results), df, metric, resamples, stats_seed,
+                                 None if figures_dir is None else Path(figures_dir))
+        judged = {(tuple(v.group), v.metric): v for v in stats.verdicts}
+        judge = lambda group, name: judged.get((tuple(group), name))  # noqa: E731
+        extra = stats.tables
+        figures = list(stats.figures)
+    tables = report_tables(df, metrics, layout, verdict=True, primary=primary, context=context, judge=judge)
+    tables += name_tables(extra, df, context)
+    if fmt == "markdown":
+        return markdown_with_lead(tables)
+    if fmt == "latex":
+        return write_latex(tables, standalone=standalone)
+    from anobench.report_page import html_page, page_parts
 
     samples, _ = gallery([], generated, limit=images)
     page = page_parts(results, images=images, out=out)
-    return render_report(df, fmt, metrics, layout, samples=samples, page=page, **options)
+    seen = {Path(f).resolve() for f in figures}
+    figures += [f for f in page["figures"] if f.resolve() not in seen]
+    return html_page(tables, "anobench report", samples, sections=page["sections"], figures=figures)

@@ -40,12 +40,19 @@ table{border-collapse:collapse;margin:1.5em 0}caption{font-weight:600;text-align
 th,td{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:center}th{text-align:left}
 thead th{border-bottom:2px solid #222}tr.mean th,tr.mean td{border-top:2px solid #222}
 .note{font-size:.85em;color:#555}.grid{display:flex;flex-wrap:wrap;gap:6px}
-.grid img{height:160px;width:auto;image-rendering:pixelated;border:1px solid #ccc}"""
+.grid img{height:160px;width:auto;image-rendering:pixelated;border:1px solid #ccc}
+.verdict{font-weight:600}.figures img{max-width:48%;margin:4px}"""
 
 
 def _html_page(tables: list[Table], title: str, samples: Mapping[str, Sequence[Any]],
-               heatmaps: Mapping[str, Sequence[Any]]) -> str:
-    body = [f"<h1>{html.escape(title)}</h1>", write_html_tables(tables)]
+               heatmaps: Mapping[str, Sequence[Any]], lead: str = "", figures: Sequence[Any] = ()) -> str:
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    body += [f'<p class="verdict">{html.escape(line)}</p>' for line in lead.splitlines() if line.strip()]
+    body.append(write_html_tables(tables))
+    pngs = [f for f in figures if str(f).endswith(".png")]
+    if pngs:  # the statistics figures (anobench.figures), embedded
+        tags = "".join(f'<img class="figure" alt="" src="data:image/png;base64,{_png_base64(f)}">' for f in pngs)
+        body.append(f"<h2>Figures</h2>\n<div class=\"figures\">{tags}</div>")
     for generator in sorted(set(samples) | set(heatmaps)):
         body.append(f"<h2>{html.escape(generator)}</h2>")
         for caption, images in (("Generated samples (mask outline in red)", samples.get(generator, ())),

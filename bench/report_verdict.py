@@ -40,25 +40,6 @@ IntervalFn = Callable[[Any, str], Mapping[str, tuple[float, float]]]
 JudgeFn = Callable[[tuple[str, str, str], str], Any]
 
 
-def statistics_judge(results, rows) -> JudgeFn | None:
-    """:func:`anobench.statistics.verdict` on the per-image evidence stored under ``results``
-    (paired bootstrap over test images), or on the rows alone (seed-level) where none is stored."""
-    try:
-        from anobench import statistics
-    except ImportError:
-        return None
-    try:
-        analysis = statistics.load_analysis(list(results))
-    except Exception:  # noqa: BLE001 - damaged evidence: judge on the rows, and the verdict says so
-        analysis = None
-    source = analysis if analysis is not None else rows
-
-    def judge(group: tuple[str, str, str], metric: str):
-        return statistics.verdict(source, metric, group)
-
-    return judge
-
-
 def pick_primary(df, primary: str | None) -> tuple[str | None, str | None]:
     """(metric used, note when it is not the one asked for)."""
     stored = set(df.loc[df["detector"] != NO_DETECTOR, "metric"])

@@ -21,7 +21,11 @@ Config keys (relative paths are relative to the config file's folder)::
       - crop_paste                  # num defaults to 300
     train: {profile: quick, detector: unet, set: {steps: 300}}
     evaluate: {test_sets: [protocol]}   # add ``all`` to also score every test image
-    report: {format: markdown, layout: paper}
+    report: {format: markdown, layout: paper, primary: image_auroc, resamples: 1000}
+                                    # primary: the verdict's metric; figures go to OUT/figures/
+    sweep: {num: [100, 300], synthetic_fraction: [0.25, 0.75], mix: [{draem: 0.5, crop_paste: 0.5}]}
+                                    # optional one-axis sweeps (anobench.sweeps): extra cells labelled
+                                    # draem[num=100], mix[draem=0.5,crop_paste=0.5], ...
 
 Layout: ``OUT/generated/seed<S>/<generator>/<category>/``, ``OUT/runs/<generator>/<category>/seed<S>/``
 (each with ``results.csv`` and ``heatmaps/``), ``OUT/report.<ext>``.
@@ -39,11 +43,11 @@ import click
 from anobench.errors import AnobenchError
 
 RUN_KEYS = {"out", "dataset", "data_root", "categories", "seeds", "protocol", "generators", "train", "evaluate",
-            "report", "demo_data"}
+            "report", "demo_data", "sweep"}
 GENERATOR_KEYS = {"name", "num", "anomaly_source", "model", "checkpoint", "batch_size", "set", "device"}
 TRAIN_KEYS = {"profile", "detector", "encoder", "encoder_weights", "set"}
 EVALUATE_KEYS = {"test_sets", "heatmaps"}
-REPORT_KEYS = {"format", "layout", "metrics"}
+REPORT_KEYS = {"format", "layout", "metrics", "primary", "resamples"}
 REPORT_SUFFIX = {"markdown": "md", "latex": "tex", "csv": "csv", "html": "html"}
 DEFAULT_NUM = 300
 
@@ -95,9 +99,20 @@ class RunConfig:
     heatmaps: int
     report: dict[str, Any]
     demo_data: dict[str, Any] | None = None
+    variants: list = field(default_factory=list)  # anobench.sweeps.Variant; empty: the generators as listed
 
     def cells(self) -> list[tuple[str, str, int]]:
-        return [(g.name, c, s) for s in self.seeds for c in self.categories for g in self.generators]
+        labels = [v.label for v in self.variants] or [g.name for g in self.generators]
+        return [(g, c, s) for s in self.seeds for c in self.categories for g in labels]
+
+    def variant(self, label: str):
+        from anobench.sweeps import Variant
+
+        found = next((v for v in self.variants if v.label == label), None)
+        if found is None:
+            spec = next(g for g in self.generators if g.name == label)
+            found = Variant(spec.name, spec.name, spec.num)
+        return found
 
     def generated_dir(self, generator: str, category: str, seed: int) -> Path:
         return self.out / "generated" / f"seed{seed}" / generator / category
@@ -173,6 +188,7 @@ def parse_run_config(data: dict[str, Any], base: Path, source: str = "config") -
     if len(set(names)) != len(names):
         raise AnobenchError(f"{source}: a generator is listed twice ({', '.join(names)})")
     from anobench.generators.base import get_generator_class
+    from anobench.sweeps import parse_sweep
 
     for name in names:
         get_generator_class(name)
@@ -210,6 +226,7 @@ def parse_run_config(data: dict[str, Any], base: Path, source: str = "config") -
         heatmaps=int(evaluate.get("heatmaps", 8)),
         report=report,
         demo_data=data.get("demo_data"),
+        variants=parse_sweep(data.get("sweep"), generators, source) if data.get("sweep") is not None else [],
     )
 
 
@@ -265,7 +282,6 @@ def run_grid(config: RunConfig, progress: bool = True, echo=click.echo) -> str:
     """Run every missing cell of the grid; return the rendered report (also written to OUT)."""
     from anobench.detectors.train import train_detector
     from anobench.evaluation import ALL_TEST_IMAGES, evaluate
-    from anobench.generation import generate_dataset
     from anobench.images import atomic_write_text
     from anobench.report import report_files
 
@@ -281,7 +297,7 @@ def run_grid(config: RunConfig, progress: bool = True, echo=click.echo) -> str:
     cells = config.cells()
     train = config.train
     for number, (name, category, seed) in enumerate(cells, 1):
-        spec = next(g for g in config.generators if g.name == name)
+        variant = config.variant(name)
         run_dir = config.run_dir(name, category, seed)
         tag = f"[{number}/{len(cells)}] {name}/{category}/seed{seed}"
         wanted = [ALL_TEST_IMAGES if t == ALL_TEST_IMAGES else config.protocol for t in config.test_sets]
@@ -289,39 +305,67 @@ def run_grid(config: RunConfig, progress: bool = True, echo=click.echo) -> str:
             echo(f"{tag}: done, skipped")
             continue
         cell_start = time.perf_counter()
-        gen_root = config.generated_dir(name, category, seed).parent.parent
-        summary = generate_dataset(
-            name, config.dataset, config.data_root, category, spec.num, gen_root, seed=seed, split=config.protocol,
-            anomaly_source=spec.anomaly_source, model=spec.model, checkpoint=spec.checkpoint, device=spec.device,
-            batch_size=spec.batch_size, overrides=spec.overrides, image_size=_image_size(train), progress=progress,
-        )
+        generated_folder, total = _generate_variant(config, variant, category, seed, progress)
         trained = train_detector(
-            config.dataset, config.data_root, category, summary.folder, run_dir, profile=train.get("profile", "quick"),
-            seed=seed, detector=train.get("detector"), encoder=train.get("encoder"),
-            encoder_weights=train.get("encoder_weights"), overrides=train.get("set"), progress=progress,
+            config.dataset, config.data_root, category, generated_folder, run_dir,
+            profile=train.get("profile", "quick"), seed=seed, detector=train.get("detector"),
+            encoder=train.get("encoder"), encoder_weights=train.get("encoder_weights"),
+            overrides={**(train.get("set") or {}), **variant.train_overrides}, progress=progress,
         )
         lines = []
         for test_set, protocol in zip(config.test_sets, wanted):
             if _evaluated(run_dir, protocol):
                 continue
-            result = evaluate(run_dir, test_set=test_set, heatmaps=config.heatmaps, progress=progress)
+            result = evaluate(run_dir, test_set=test_set, heatmaps=config.heatmaps, progress=progress,
+                              setup=variant.setup() if config.variants else None)
             lines.append(f"{protocol}: image AUROC {result.metrics['image_auroc']:.3f}, "
                          f"pixel AUROC {result.metrics['pixel_auroc']:.3f}, pixel AP {result.metrics['pixel_ap']:.3f}")
-        echo(f"{tag}: {summary.total} samples, {trained.steps} steps; {'; '.join(lines) or 'evaluated before'} "
+        echo(f"{tag}: {total} samples, {trained.steps} steps; {'; '.join(lines) or 'evaluated before'} "
              f"({time.perf_counter() - cell_start:.0f} s)")
     fmt = config.report.get("format", "markdown")
     layout = config.report.get("layout")
     metrics = config.report.get("metrics")
     run_dirs = [config.run_dir(*cell) for cell in cells]
+    stats = {"primary": config.report.get("primary"), "resamples": int(config.report.get("resamples", 1000))}
+    generated = [d for d in (config.generated_dir(*cell) for cell in cells) if d.is_dir()]
     report_path = config.out / f"report.{REPORT_SUFFIX[fmt]}"
-    text = report_files(run_dirs, fmt, metrics, layout, out=report_path,
-                        generated=[config.generated_dir(*cell) for cell in cells] if fmt == "html" else ())
+    text = report_files(run_dirs, fmt, metrics, layout, generated=generated if fmt == "html" else (),
+                        figures_dir=config.out / "figures", out=report_path, **stats)
     atomic_write_text(report_path, text)
-    markdown = text if fmt == "markdown" else report_files(run_dirs, "markdown", metrics, layout)
+    markdown = text
     if fmt != "markdown":  # the terminal always gets a readable table
+        markdown = report_files(run_dirs, "markdown", metrics, layout, **stats)
         atomic_write_text(config.out / "report.md", markdown)
     echo(f"grid of {len(cells)} cells done in {(time.perf_counter() - started) / 60:.1f} min; report: {report_path}")
     return markdown
+
+
+def _generate_variant(config: RunConfig, variant, category: str, seed: int, progress: bool) -> tuple[Path, int]:
+    """The generated set a cell trains on: the listed generator's, a resized one, or a mixture."""
+    from anobench.generation import generate_dataset
+    from anobench.sweeps import MIX, compose_mixture, mixture_counts
+
+    def generate(name: str, num: int, root: Path):
+        spec = next(g for g in config.generators if g.name == name)
+        return generate_dataset(
+            name, config.dataset, config.data_root, category, num, root, seed=seed, split=config.protocol,
+            anomaly_source=spec.anomaly_source, model=spec.model, checkpoint=spec.checkpoint, device=spec.device,
+            batch_size=spec.batch_size, overrides=spec.overrides, image_size=_image_size(config.train),
+            progress=progress)
+
+    base_root = config.generated_dir(variant.generator, category, seed).parent.parent
+    if variant.generator == MIX:
+        counts = mixture_counts(variant.components, variant.num)
+        parts = {}
+        for name, count in counts.items():
+            spec = next(g for g in config.generators if g.name == name)
+            parts[name] = generate(name, max(spec.num, count), base_root).folder
+        out = config.generated_dir(variant.label, category, seed)
+        return compose_mixture(parts, counts, out), variant.num
+    spec = next(g for g in config.generators if g.name == variant.generator)
+    root = base_root if variant.num == spec.num else base_root / f"num{variant.num}"
+    summary = generate(variant.generator, variant.num, root)
+    return summary.folder, summary.total
 
 
 def _image_size(train: dict[str, Any]) -> int:

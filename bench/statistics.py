@@ -87,17 +87,23 @@ class Cell:
     seeds: list[int]
     full: dict[str, np.ndarray]  # metric -> (S,)
     samples: dict[str, np.ndarray]  # metric -> (S, B)
+    setup: dict = field(default_factory=dict)  # the first seed's stored meta (sweep values, costs)
 
     @property
     def group(self) -> tuple[str, str, str]:
         return (self.dataset, self.protocol, self.detector)
 
     def mean(self, metric: str) -> float:
-        return float(np.nanmean(self.full[metric])) if metric in self.full else math.nan
+        if metric not in self.full or np.isnan(self.full[metric]).all():
+            return math.nan
+        return float(np.nanmean(self.full[metric]))
 
     def resampled_mean(self, metric: str) -> np.ndarray:
-        """(B,) seed-mean of the metric on each resample."""
-        return np.nanmean(self.samples[metric], axis=0)
+        """(B,) seed-mean of the metric on each resample (NaN where no seed defines it)."""
+        samples = self.samples[metric]
+        with np.errstate(invalid="ignore"):
+            counts = np.sum(~np.isnan(samples), axis=0)
+            return np.where(counts > 0, np.nansum(samples, axis=0) / np.maximum(counts, 1), np.nan)
 
     def interval(self, metric: str, level: float = LEVEL) -> tuple[float, float]:
         """Bootstrap interval over test images (of the seed-mean)."""
@@ -167,8 +173,10 @@ def analyse(records: Sequence[PerImage], n_resamples: int = DEFAULT_RESAMPLES, s
                                     "re-evaluate them on the same split")
         counts = resample_counts(reference.labels, n_resamples, seed=_test_set_seed(seed, dataset, protocol, category))
         runs: dict[tuple, list[tuple[int, BootstrapResult]]] = {}
+        setups: dict[tuple, dict] = {}
         for record in group:
             m = record.meta
+            setups.setdefault((m["detector"], m["generator"]), dict(m))
             runs.setdefault((m["detector"], m["generator"]), []).append(
                 (int(m["seed"]), bootstrap_metrics(record, counts=counts)))
         for (detector, generator), results in runs.items():
@@ -177,7 +185,8 @@ def analyse(records: Sequence[PerImage], n_resamples: int = DEFAULT_RESAMPLES, s
             cells[(dataset, protocol, detector, category, generator)] = Cell(
                 dataset, protocol, detector, category, generator, [s for s, _ in results],
                 {k: np.array([r.metrics[k] for _, r in results]) for k in names},
-                {k: np.stack([r.samples[k] for _, r in results]) for k in names})
+                {k: np.stack([r.samples[k] for _, r in results]) for k in names},
+                setups[(detector, generator)])
     return Analysis(cells, n_resamples, seed)
 
 

@@ -41,8 +41,8 @@ def markdown_rows(text):
 
 def test_the_report_opens_with_the_ranking_on_pixel_ap():
     text = render_report(rows(), "markdown", verdict=True, context=context())
-    first = text.split("\n\n")[0]
-    assert "verdict, generators ranked by pixel AP" in first
+    assert text.startswith("**Verdict: Crop&Paste ranks first on pixel AP")  # the report opens with it
+    assert "verdict, generators ranked by pixel AP" in text.split("\n\n")[1]
     table = markdown_rows(text)
     assert table[0][:3] == ["Rank", "Generator", "mean pixel AP"]
     assert table[1][:3] == ["1", "Crop&Paste (6 real reference defects per category)", "**45.0**"]
@@ -107,8 +107,9 @@ def test_the_statistics_verdict_opens_the_report_when_given():
 
     text = render_report(rows(), "markdown", verdict=True, context=context(), judge=judge)
     assert seen == [(("mvtec_ad", "thirds", "unet"), "pixel_ap")]
+    assert text.startswith("**Verdict: Best on pixel AP: Crop&Paste (45.0, 95% CI 41.0 to 49.0); ahead of DRAEM by "
+                           "10.0 points.**")
     notes = [line for line in text.splitlines() if line.startswith("_")]
-    assert notes[0] == "_Verdict: Best on pixel AP: Crop&Paste (45.0, 95% CI 41.0 to 49.0); ahead of DRAEM by 10.0 points._"
-    assert notes[1].startswith("_Ranking: Crop&Paste ranks first")
+    assert notes[0].startswith("_Ranking: Crop&Paste ranks first")
     table = markdown_rows(text)
     assert table[1][3] == "41.0 to 49.0" and table[2][3] == "–"  # NaN interval shows a dash
