@@ -102,11 +102,14 @@ def name_tables(tables: list[Table], df, context=None) -> list[Table]:
 
 
 def _display(text: str, generators: set[str], display_name) -> str:
-    """A generator's display name for a column or row label that is (or starts with) its name."""
-    head, sep, tail = str(text).partition(" ")
-    if head in generators:
-        return display_name(head) + sep + tail
-    return text
+    """A label with every generator name in it (a column ``draem (steps=30)``, a pair
+    ``draem − crop_paste``, a sweep ``draem[num=100]``) shown by its display name."""
+    import re
+
+    if not generators:
+        return text
+    names = "|".join(re.escape(g) for g in sorted(generators, key=len, reverse=True))
+    return re.sub(rf"(?<![A-Za-z0-9_])({names})(?![A-Za-z0-9_])", lambda m: display_name(m.group(1)), str(text))
 
 
 def tidy_csv(df, metrics: Sequence[str] | None = None) -> str:
@@ -180,7 +183,7 @@ def report_files(results: Sequence[str | os.PathLike], fmt: str, metrics: Sequen
         judged = {(tuple(v.group), v.metric): v for v in stats.verdicts}
         judge = lambda group, name: judged.get((tuple(group), name))  # noqa: E731
         extra = stats.tables
-        figures = list(stats.figures)
+        figures = [f for f in stats.figures if Path(f).suffix.lower() in (".png", ".svg")]
     tables = report_tables(df, metrics, layout, verdict=True, primary=primary, context=context, judge=judge)
     tables += name_tables(extra, df, context)
     if fmt == "markdown":

@@ -66,12 +66,14 @@ def run_context(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     meta = _json(run_dir / "run.json")
     if meta is None:
         return []
-    generated = _json(Path(str(meta.get("generated", ""))) / "dataset.json") if meta.get("generated") else None
-    generated = generated or {}
+    from anobench.artifacts import resolve_stored_path
+
+    generated_dir = resolve_stored_path(run_dir, meta, "generated")  # relative to the run, then absolute
+    generated = (_json(generated_dir / "dataset.json") if generated_dir is not None else None) or {}
     protocol_info = generated.get("protocol") or {}
     uses = _uses_references(str(meta.get("generator")))
     n_refs = len(protocol_info.get("references") or [])
-    data_root = Path(str(meta.get("data_root", "")))
+    data_root = resolve_stored_path(run_dir, meta, "data_root") or Path(str(meta.get("data_root", "")))
     rows = []
     protocols = sorted(p.name[len("scores-"):-len(".csv")] for p in run_dir.glob("scores-*.csv"))
     for protocol in protocols or [str(meta.get("protocol", "thirds"))]:

@@ -192,7 +192,7 @@ def _section(dataset: str, category: str, protocol: str, by_generator: dict[str,
     chosen_n = normals[:n_normal]
     chosen_a = anomalies[:max(images - n_normal, 0)]
     chosen = chosen_n + chosen_a
-    pixels = _test_pixels(by_generator[generators[0]][1], chosen) if generators else {}
+    pixels = _test_pixels(*by_generator[generators[0]], chosen) if generators else {}
     entries = {n: TestImage(n, int(str(first[n]["label"]).strip() in ("1", "True", "true")),
                             first[n].get("defect_type", ""), pixels.get(n, (None, None))[0]) for n in chosen}
     for g in generators:
@@ -233,12 +233,14 @@ def _resized_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
-def _test_pixels(meta: dict, names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _test_pixels(run_dir: Path, meta: dict, names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """name -> (image, mask) at the run's size, read from the real dataset the run names."""
     try:
+        from anobench.artifacts import resolve_stored_path
         from anobench.datasets import load_category
 
-        data = load_category(meta["dataset"], meta["data_root"], meta["category"])
+        root = resolve_stored_path(run_dir, meta, "data_root")
+        data = load_category(meta["dataset"], root, meta["category"])
     except Exception:  # noqa: BLE001 - data moved: the page shows scores without pictures
         return {}
     size = int((meta.get("config") or {}).get("image_size", 256))
@@ -288,7 +290,9 @@ tbody th{position:sticky;left:0;background:#fff}
 figure{margin:0}figure img{width:TILEpx;height:TILEpx;image-rendering:pixelated;border:1px solid #bbb;display:block}
 figcaption{font-size:.78em;line-height:1.25;max-width:TILEpx;margin-top:2px}
 .normal{color:#1a5fb4}.anomalous{color:#a40000}.colorbar{display:flex;align-items:center;gap:.5em;font-size:.8em}
-.colorbar img{width:256px;height:14px;border:1px solid #888}.figures img{max-width:100%;margin:.5em 0}
+.colorbar img{width:256px;height:14px;border:1px solid #888}
+.figures .grid{display:flex;flex-wrap:wrap;gap:12px}.figures figure img{width:auto;height:auto;max-width:560px;
+max-height:420px;image-rendering:auto;border:none}.figures figcaption{max-width:560px}
 .samples{display:flex;flex-wrap:wrap;gap:8px}""".replace("TILE", str(TILE))
 
 
@@ -376,13 +380,13 @@ def _section_html(section: CategorySection, names) -> str:
 def _figures_html(figures: Sequence[Path]) -> str:
     if not figures:
         return ""
-    out = ['<section class="figures" id="figures"><h2>Figures</h2>']
+    out = ['<section class="figures" id="figures"><h2>Figures</h2>', '<div class="grid">']
     for path in figures:
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         kind = "svg+xml" if path.suffix.lower() == ".svg" else "png"
         out.append(f'<figure><img alt="figure {html.escape(path.stem)}" src="data:image/{kind};base64,{data}">'
                    f"<figcaption>{html.escape(path.stem.replace('_', ' '))}</figcaption></figure>")
-    out.append("</section>")
+    out.append("</div></section>")
     return "\n".join(out)
 
 

@@ -23,7 +23,8 @@ def _cell_text(cell: Cell, bold: Callable[[str], str], pm: str = " ± ", escape:
 def _latex_escape(text: str) -> str:
     table = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
              "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-             "±": r"$\pm$", "†": r"$^\dagger$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", MISSING: "--"}
+             "±": r"$\pm$", "†": r"$^\dagger$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", MISSING: "--",
+             "−": r"$-$", "≥": r"$\geq$", "≤": r"$\leq$", "×": r"$\times$"}
     return "".join(table.get(ch, ch) for ch in str(text))
 
 

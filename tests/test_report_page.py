@@ -54,7 +54,7 @@ def page(grid) -> Path:
     append_rows(out / "quality" / "results.csv", quality)
     figure = np.zeros((40, 120, 3), np.uint8)
     figure[:, :60] = (200, 30, 30)
-    (out / "figures").mkdir()
+    (out / "figures").mkdir(exist_ok=True)
     Image.fromarray(figure).save(out / "figures" / "critical_difference.png")
     report = out / "report.html"
     result = CliRunner().invoke(cli, ["report", str(out / "runs"), str(out / "quality"), "--format", "html",
@@ -207,9 +207,17 @@ def test_browser_screenshot_is_not_blank(page, tmp_path):
     assert pixels.shape[:2] == (2600, 1400)
     not_white = (pixels < 235).any(axis=-1).mean()
     assert not_white > 0.05 and pixels.std() > 20  # text, tables and heat maps, not an empty page
-    colourful = (pixels.max(axis=-1) - pixels.min(axis=-1) > 80).mean()
-    assert colourful > 0.005  # heat-map colours reached the screen
     shutil.copy(shot, page.parent / "screenshot.png")
+    # the category sections alone (tables and figures hidden): heat-map colours reach the screen
+    probe = tmp_path / "sections.html"
+    probe.write_text(page.read_text().replace("</head>", "<style>#tables,#figures{display:none}</style></head>"))
+    section = tmp_path / "section.png"
+    done = _browser(tmp_path, "--window-size=1400,1200", f"--screenshot={section}", probe.as_uri())
+    assert done.returncode == 0 and section.exists(), done.stderr[-2000:]
+    pixels = np.asarray(Image.open(section).convert("RGB")).astype(float)
+    colourful = (pixels.max(axis=-1) - pixels.min(axis=-1) > 80).mean()
+    assert colourful > 0.02
+    shutil.copy(section, page.parent / "screenshot-section.png")
 
 
 # ------------------------------------------------------------------------------------ CSV and LaTeX
@@ -223,11 +231,13 @@ def test_csv_is_the_tidy_rows_pandas_reads_back_unchanged(grid, tmp_path):
     out = tmp_path / "rows.csv"
     result = CliRunner().invoke(cli, ["report", str(grid / "runs"), "--format", "csv", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    back = pd.read_csv(out)
     stored = read_results(grid / "runs").reset_index(drop=True)
     assert len(stored) == len(CATEGORIES) * len(GENERATORS) * 7  # seven detection metrics per cell
-    pd.testing.assert_frame_equal(back, stored, check_dtype=False)
-    assert back["seed"].dtype.kind == "i" and back["value"].dtype.kind == "f"
+    pd.testing.assert_frame_equal(read_results(out), stored)  # anobench's reader: exactly the stored rows
+    back = pd.read_csv(out)  # plain pandas: one table, the same rows and columns, the numbers as stored
+    assert list(back.columns) == list(stored.columns) and len(back) == len(stored)
+    assert back["seed"].tolist() == stored["seed"].tolist() and back["value"].tolist() == stored["value"].tolist()
+    assert back[["dataset", "category", "generator", "metric"]].equals(stored[["dataset", "category", "generator", "metric"]])
     assert set(back["metric"]) >= {"pixel_ap", "aupro", "image_ap", "pixel_f1max"}
 
 
