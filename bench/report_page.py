@@ -357,6 +357,12 @@ def _case_rows(items: list[TestImage], generators: list[str], names) -> str:
     return "\n".join(out)
 
 
+def _dataset_label(dataset: str) -> str:
+    from anobench.report import DATASET_LABELS
+
+    return DATASET_LABELS.get(dataset, dataset)
+
+
 def _section_html(section: CategorySection, names) -> str:
     columns = 1 + len(section.generators)
     head = ('<div class="head">test image</div>'
@@ -364,7 +370,7 @@ def _section_html(section: CategorySection, names) -> str:
     grid = f'<div class="cases" style="grid-template-columns:repeat({columns},{TILE}px)">'
     parts = [f'<section class="category" id="category-{html.escape(section.category)}">',
              f"<h2>{html.escape(section.category)}</h2>",
-             f'<p class="note">{section.n_test} test images ({html.escape(section.dataset)}, protocol '
+             f'<p class="note">{section.n_test} test images ({html.escape(_dataset_label(section.dataset))}, protocol '
              f"{html.escape(section.protocol)}), the same for every generator; rank 1 = that detector's highest "
              "score.</p>", _colour_bar()]
     if section.false_alarms:
