@@ -285,3 +285,49 @@ def test_a_failed_start_leaves_nothing_that_blocks_the_corrected_command(generat
     assert code == 2 and "no-such-encoder" in out
     code, out = _cli(*base, "--encoder-weights", "none")
     assert code == 0, out
+
+
+# ----------------------------------------------------------------------------- the registry
+
+
+def test_the_registry_is_the_one_source_of_detector_names(monkeypatch, generated, tmp_path):
+    """A plug-in from the entry-point group is registered under its entry-point name and trains."""
+    from importlib.metadata import EntryPoint
+
+    import anobench.detectors.base as base
+    from anobench.detectors.base import Detector, available_detectors
+
+    class Tiny(Detector):
+        name = "tiny_plugin"
+
+        def __init__(self, encoder=None, encoder_weights="none"):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 1, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    class Nameless(Detector):
+        def forward(self, x):
+            return x[:, :1]
+
+    module = type(sys)("_anobench_test_plugins")
+    module.Tiny, module.Nameless = Tiny, Nameless
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    eps = [EntryPoint("tiny_plugin", "_anobench_test_plugins:Tiny", base.ENTRY_POINT_GROUP)]
+    builtin = dict(base._REGISTRY) if available_detectors() else {}
+    monkeypatch.setattr(base, "entry_points", lambda group: eps if group == base.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(base, "_LOADED", False)
+    monkeypatch.setattr(base, "_REGISTRY", dict(builtin))
+    assert available_detectors() == ["draem_disc", "tiny_plugin", "unet"]
+    code, out = _cli("train-detector", "--generated", generated, "--out", tmp_path / "run", "--detector",
+                     "tiny_plugin", "-q", *[f"--set={k}={v}" for k, v in TINY.items()])
+    assert code == 0, out
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["detector"] == "tiny_plugin"
+    code, out = _cli("train-detector", "--generated", generated, "--out", tmp_path / "r2", "--detector", "nosuch")
+    assert code == 2 and "unknown detector 'nosuch' (available: draem_disc, tiny_plugin, unet)" in out
+    eps[:] = [EntryPoint("nameless", "_anobench_test_plugins:Nameless", base.ENTRY_POINT_GROUP)]
+    monkeypatch.setattr(base, "_LOADED", False)
+    monkeypatch.setattr(base, "_REGISTRY", dict(builtin))
+    with pytest.raises(AnobenchError, match="class .*Nameless has no name; set name = 'nameless'"):
+        available_detectors()
