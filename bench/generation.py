@@ -262,7 +262,8 @@ def check_checkpoint_split(checkpoint: str | Path, split_record: dict) -> str:
         leaked = sorted(set(trained.get("references") or []) & set(split_record.get("test") or []))
         raise AnobenchError(
             f"{checkpoint}: trained with split {trained.get('name')!r}, this generation uses "
-            f"{split_record.get('name')!r} ({differs} differ; {len(leaked)} of its "
+            f"{split_record.get('name')!r} (the {'rule' if differs == 'name' else differs + ' list'} differs; "
+            f"{len(leaked)} of its "
             f"{len(trained.get('references') or [])} training anomalies are test images here); "
             f"pass --split {trained.get('name')}"
         )
