@@ -42,6 +42,7 @@ class FractalConfig:
     rotation: tuple[float, float] = (15.0, 75.0)
     color_jitter: float = 0.2
     noise_amp: float = 10.0
+    noise_probability: float = 0.5
     region: tuple[float, float] = (0.1, 0.9)  # start_rito, end_rito
     ifs_maps: int = 2
     ifs_points: int = 100_000
@@ -164,7 +165,7 @@ def fag(image: np.ndarray, rng: np.random.Generator, cfg: FractalConfig) -> tupl
     mask = np.zeros((h, w), np.uint8)
     mask[ty:ty + cut, tx:tx + cut] = paste
     mask = cv2.dilate(mask, np.ones((3, 3), np.uint8), iterations=cfg.dilate_iterations).astype(bool)
-    noise = rng.random() > 0.5
+    noise = rng.random() < cfg.noise_probability
     if noise:
         n = cfg.noise_amp * rng.normal(0, 1, (h, w, 1))
         noisy = np.clip(out + n, 0, 255).astype(np.uint8)
