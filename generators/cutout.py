@@ -1,10 +1,11 @@
 """Cutout (DeVries & Taylor, 2017) as an anomaly: one square hole filled with 0.
 
-The side is drawn uniformly in [20, 50] px at 256 px (scaled with the image size) and the hole
-lies wholly inside the image. ASBench's ``cut_out`` (M-3LAB/ASBench@9c0bafc
-MemSeg/data/cutpaste.py) draws a CutPaste-shaped box and returns the image unchanged with the
-box as its mask; here the box is filled, so the mask marks pixels that changed (and black pixels
-inside the hole, which are part of it).
+As DeVries & Taylor's ``Cutout`` (uoguelph-mlrg/Cutout util/cutout.py, also vendored as
+M-3LAB/ASBench@9c0bafc MemSeg/data/CutOut.py): the centre is uniform over the whole image and
+the square ``[c - L//2, c + L//2)`` is clipped at the border, so holes at the edge are partial.
+One hole, its length ``L`` uniform in [20, 50] px at 256 px (scaled with the image size); the
+mask is the clipped hole (black pixels inside it are part of the defect). ASBench's other copy,
+``cut_out`` in MemSeg/data/cutpaste.py, returns the image unchanged with a box as the mask.
 """
 
 from __future__ import annotations
@@ -36,12 +37,14 @@ def cutout(image: np.ndarray, rng: np.random.Generator, cfg: CutoutConfig) -> tu
     lo = max(1, int(round(cfg.side[0] * scale)))
     hi = max(lo, min(min(h, w), int(round(cfg.side[1] * scale))))
     side = int(rng.integers(lo, hi + 1))
-    y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+    cy, cx = int(rng.integers(h)), int(rng.integers(w))
+    y0, y1 = max(0, cy - side // 2), min(h, cy + side // 2)
+    x0, x1 = max(0, cx - side // 2), min(w, cx + side // 2)
     out = image.copy()
-    out[y:y + side, x:x + side] = cfg.fill
+    out[y0:y1, x0:x1] = cfg.fill
     mask = np.zeros((h, w), bool)
-    mask[y:y + side, x:x + side] = True
-    return out, mask, {"side": side, "y": y, "x": x}
+    mask[y0:y1, x0:x1] = True
+    return out, mask, {"side": side, "center": [cy, cx], "box": [y0, y1, x0, x1]}
 
 
 @register_generator
@@ -59,6 +62,10 @@ class CutoutGenerator(Generator):
     def generate(self, requests: list[SampleRequest]) -> list[GeneratedSample]:
         out = []
         for request in requests:
-            image, mask, record = cutout(request.source, request.rng(), self.config)
+            rng = request.rng()
+            for _ in range(100):  # a 1-px-wide clipped hole of an odd side can be empty
+                image, mask, record = cutout(request.source, rng, self.config)
+                if mask.any():
+                    break
             out.append(GeneratedSample(image, mask, defect_type="cutout", extra=record))
         return out

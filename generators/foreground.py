@@ -47,7 +47,9 @@ def memseg_foreground(image: np.ndarray, threshold: int, reverse: bool) -> np.nd
 
 def nsa_object_mask(image: np.ndarray, background: int, threshold: int) -> np.ndarray:
     """NSA's rule: |mean intensity - background| > threshold, median-filtered (7 px)."""
-    far = (np.abs(image.mean(axis=-1) - background) > threshold).astype(np.uint8)
+    # |mean - background| > threshold, in integers: |sum - 3*background| > 3*threshold (exact)
+    total = image.sum(axis=-1, dtype=np.int32)
+    far = (np.abs(total - 3 * background) > 3 * threshold).astype(np.uint8)
     return cv2.medianBlur(far, 7).astype(bool)
 
 

@@ -10,7 +10,8 @@ MIXED_CLONE, '-Intensity' = the logistic-intensity label):
 * patch half-widths ``(0.03 + Gamma(2, 0.05)) * size`` per axis, clipped to the class's width
   bounds; the source centre is redrawn (up to 200 times) until the patch holds more than
   ``min_object_pct`` of object;
-* resized by ``clip(N(1, 0.5), 0.7, 1.3)`` keeping its aspect, clipped to the bounds;
+* resized by ``clip(N(1, 0.5), 0.7, 1.3)`` (textures: ``(0.5, 2)``) keeping its aspect, clipped to
+  the bounds;
 * a destination centre redrawn (up to 200 times) until the object overlap exceeds
   ``min_overlap_pct``; the patch mask keeps source-or-destination object pixels, and the
   Poisson mask adds pixels that are background in both (against artefacts), border zeroed;
@@ -41,7 +42,7 @@ import numpy as np
 
 from anobench.errors import AnobenchError
 from anobench.generators.base import GeneratedSample, Generator, GeneratorNeeds, SampleRequest, register_generator
-from anobench.generators.foreground import NSA_BACKGROUND, nsa_object_mask
+from anobench.generators.foreground import NSA_BACKGROUND, is_texture, nsa_object_mask
 from anobench.generators.sources import ImagePool
 
 # self_sup_data/mvtec.py; half-widths as fractions: ((h_min, h_max), (w_min, w_max))
@@ -68,6 +69,7 @@ INTENSITY_LOGISTIC_PARAMS = {
     "leather": (1 / 3, 7), "tile": (1 / 3, 7), "wood": (1 / 6, 15),
 }
 TEXTURE_DEFAULTS = {"width_bounds": ((0.03, 0.4), (0.03, 0.4)), "num_patches": 4, "logistic": (1 / 3, 7)}
+TEXTURE_RESIZE_BOUNDS = (0.5, 2.0)  # mvtec.py sets these for the five textures
 MODES = {"normal": cv2.NORMAL_CLONE, "mixed": cv2.MIXED_CLONE}
 
 
@@ -79,7 +81,7 @@ class NsaConfig:
     label_mode: Literal["binary", "logistic-intensity", "intensity"] = "binary"
     gamma_params: tuple[float, float, float] = (2.0, 0.05, 0.03)  # shape, scale, offset of the half-width
     resize: bool = True
-    resize_bounds: tuple[float, float] = (0.7, 1.3)
+    resize_bounds: Optional[tuple[float, float]] = None  # None: (0.7, 1.3), textures (0.5, 2)
     shift: bool = True
     skip_background: bool = True  # use the class's background rule where it has one
     tol: float = 1.0
@@ -93,7 +95,7 @@ class NsaConfig:
     def validate(self) -> None:
         if self.num_patches is not None and self.num_patches < 1:
             raise AnobenchError("num_patches must be at least 1")
-        if self.resize_bounds[0] > self.resize_bounds[1] or self.resize_bounds[0] <= 0:
+        if self.resize_bounds is not None and not 0 < self.resize_bounds[0] <= self.resize_bounds[1]:
             raise AnobenchError(f"resize_bounds must satisfy 0 < low <= high, got {self.resize_bounds}")
 
 
@@ -105,6 +107,7 @@ class ClassSettings:
     min_object_pct: float
     min_overlap_pct: float
     logistic: tuple[float, float]
+    resize_bounds: tuple[float, float] = (0.7, 1.3)
 
 
 def class_settings(cfg: NsaConfig, dataset: str, category: str) -> ClassSettings:
@@ -114,6 +117,7 @@ def class_settings(cfg: NsaConfig, dataset: str, category: str) -> ClassSettings
         b = cfg.width_bounds
         bounds = ((b[0], b[1]), (b[2], b[3]))
     background = NSA_BACKGROUND.get(category) if known and cfg.skip_background else None
+    texture = is_texture(dataset, category) or not known
     return ClassSettings(
         width_bounds=bounds,
         num_patches=cfg.num_patches or (NUM_PATCHES[category] if known else TEXTURE_DEFAULTS["num_patches"]),
@@ -121,6 +125,7 @@ def class_settings(cfg: NsaConfig, dataset: str, category: str) -> ClassSettings
         min_object_pct=cfg.min_object_pct if cfg.min_object_pct is not None else MIN_OBJECT_PCT.get(category, 0.25),
         min_overlap_pct=cfg.min_overlap_pct if cfg.min_overlap_pct is not None else MIN_OVERLAP_PCT.get(category, 0.25),
         logistic=INTENSITY_LOGISTIC_PARAMS[category] if known else TEXTURE_DEFAULTS["logistic"],
+        resize_bounds=cfg.resize_bounds or (TEXTURE_RESIZE_BOUNDS if texture else (0.7, 1.3)),
     )
 
 
@@ -151,7 +156,7 @@ def one_patch(dest, src_image, dest_obj, src_obj, rng, cfg: NsaConfig, st: Class
     src_obj_patch = src_obj[y0:y1, x0:x1] if skip else None
     height, width = src.shape[:2]
     if cfg.resize:
-        scale = float(np.clip(rng.normal(1, 0.5), *cfg.resize_bounds))
+        scale = float(np.clip(rng.normal(1, 0.5), *st.resize_bounds))
         new_h = np.clip(scale * height, min1, max1)
         new_w = int(np.clip(int(new_h / height * width), min2, max2))
         new_h = int(np.clip(int(new_w / width * height), min1, max1))
@@ -194,15 +199,18 @@ def one_patch(dest, src_image, dest_obj, src_obj, rng, cfg: NsaConfig, st: Class
 
 
 def nsa_sample(dest: np.ndarray, src_image: np.ndarray, rng: np.random.Generator, cfg: NsaConfig,
-               st: ClassSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
+               st: ClassSettings, src_obj: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
     """(image, binary label, continuous label or None, record) of one NSA draw."""
     mode = MODES["normal" if cfg.mode == "normal" else "mixed"]
     if cfg.mode == "mix":
         mode = (cv2.NORMAL_CLONE, cv2.MIXED_CLONE)[int(rng.integers(2))]
-    dest_obj = src_obj = None
+    dest_obj = None
     if st.background is not None:
         dest_obj = nsa_object_mask(dest, *st.background).astype(np.uint8)
-        src_obj = nsa_object_mask(src_image, *st.background).astype(np.uint8)
+        if src_obj is None:
+            src_obj = nsa_object_mask(src_image, *st.background).astype(np.uint8)
+    else:
+        src_obj = None
     H, W = dest.shape[:2]
     mask = np.zeros((H, W), np.uint8)
     out = dest.copy()
@@ -246,6 +254,7 @@ class NsaGenerator(Generator):
         self.config.validate()
         self.settings = class_settings(self.config, context.dataset, context.category)
         self.pool = ImagePool(list(context.normal_paths), context.image_size)
+        self._objects: dict[str, np.ndarray] = {}
 
     def _one(self, request: SampleRequest) -> GeneratedSample:
         rng = request.rng()
@@ -254,7 +263,13 @@ class NsaGenerator(Generator):
                 src_image, src_path = self.pool.pick(rng, avoid=request.source_path)
             else:  # no other normal image: the source itself (NSA's same=True)
                 src_image, src_path = request.source, request.source_path
-            out, label, continuous, record = nsa_sample(request.source, src_image, rng, self.config, self.settings)
+            src_obj = None
+            if self.settings.background is not None:  # one object mask per normal image and run
+                if src_path not in self._objects:
+                    self._objects[src_path] = nsa_object_mask(src_image, *self.settings.background).astype(np.uint8)
+                src_obj = self._objects[src_path]
+            out, label, continuous, record = nsa_sample(request.source, src_image, rng, self.config, self.settings,
+                                                        src_obj)
             if label.any():
                 break
         else:

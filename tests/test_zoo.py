@@ -148,9 +148,14 @@ def test_cutout_sides_uniform_and_hole_black():
     counts = np.bincount(sides - 20, minlength=31)
     assert sides.min() >= 20 and sides.max() <= 50
     assert stats.chisquare(counts).pvalue > ALPHA
-    out, mask, rec = draws[0]
-    assert (out[mask] == 0).all() and np.array_equal(out[~mask], image[~mask])
-    assert mask.sum() == rec["side"] ** 2
+    for out, mask, rec in draws[:50]:
+        (cy, cx), half = rec["center"], rec["side"] // 2
+        expected = np.zeros(mask.shape, bool)
+        expected[max(0, cy - half):cy + half, max(0, cx - half):cx + half] = True  # clipped at the border
+        assert np.array_equal(mask, expected)
+        assert (out[mask] == 0).all() and np.array_equal(out[~mask], image[~mask])
+    centers = np.array([d[2]["center"] for d in draws]).ravel()
+    assert stats.kstest(centers + 0.5, stats.uniform(0, 256).cdf).pvalue > ALPHA  # anywhere, edges included
 
 
 # ----------------------------------------------------------------------------- nsa
@@ -166,7 +171,7 @@ def test_nsa_half_widths_are_gamma_distributed():
 def test_nsa_patch_count_follows_coin_flips():
     cfg = NsaConfig(resize=False)
     st = class_settings(cfg, "mvtec_ad", "carpet")  # a texture: no background rule, 4 patches
-    assert st.num_patches == 4 and st.background is None
+    assert st.num_patches == 4 and st.background is None and st.resize_bounds == (0.5, 2.0)
     dest, src = _noise_image(5), _noise_image(6)
     rng = np.random.default_rng(0)
     counts = np.array([len(nsa_sample(dest, src, rng, cfg, st)[3]["patches"]) for _ in range(160)])
@@ -178,7 +183,7 @@ def test_nsa_patch_count_follows_coin_flips():
 def test_nsa_class_tables():
     st = class_settings(NsaConfig(), "mvtec_ad", "bottle")
     assert st.num_patches == 3 and st.background == (200, 60) and st.min_object_pct == 0.7
-    assert st.width_bounds == ((0.03, 0.4), (0.03, 0.4))
+    assert st.width_bounds == ((0.03, 0.4), (0.03, 0.4)) and st.resize_bounds == (0.7, 1.3)
     screw = class_settings(NsaConfig(), "mvtec_ad", "screw")
     assert screw.num_patches == 4 and screw.width_bounds == ((0.03, 0.12), (0.03, 0.12)) and screw.logistic == (1, 3)
     assert class_settings(NsaConfig(), "magnetic_tile", "tile").background is None
@@ -396,3 +401,14 @@ def test_mix_rejects_bad_components():
         build_generator("mix", {"components": "cutout,nope"})
     with pytest.raises(AnobenchError):
         build_generator("mix", {"components": "cutout", "weights": "1,2"})
+
+
+def test_nsa_object_mask_equals_nsa_formula():
+    import cv2
+
+    from anobench.generators.foreground import nsa_object_mask
+
+    image = _noise_image(11, 128)
+    for background, threshold in ((200, 60), (20, 20)):
+        far = (np.abs(image.mean(axis=-1) - background) > threshold).astype(np.uint8)  # self_sup_tasks.py
+        assert np.array_equal(nsa_object_mask(image, background, threshold), cv2.medianBlur(far, 7).astype(bool))
