@@ -118,7 +118,7 @@ def paired_tables(analysis: Analysis, group, metric: str) -> list[Table]:
         for i, a in enumerate(here):
             for b in here[i + 1:]:
                 t = compare_cells(a, b, metric)
-                rows.append(Row([category, f"{a.generator} − {b.generator}"], [
+                rows.append(Row([category, f"{a.generator} vs {b.generator}"], [
                     Cell(text=_interval_text(t.delta, t.low, t.high)), Cell(text=_p_text(t.p_value))]))
     if not rows:
         return []
