@@ -159,6 +159,14 @@ def analyse(records: Sequence[PerImage], n_resamples: int = DEFAULT_RESAMPLES, s
     latest: dict[tuple, PerImage] = {}
     for record in records:
         latest[record.key()] = record
+    # two setups of one generator (different config hashes) stay apart, labelled by their hash
+    hashes: dict[str, set] = {}
+    for record in latest.values():
+        hashes.setdefault(record.meta["generator"], set()).add(record.meta.get("config_hash"))
+    for record in latest.values():
+        g = record.meta["generator"]
+        if len(hashes[g]) > 1:
+            record.meta = dict(record.meta, generator=f"{g} [{str(record.meta.get('config_hash'))[:6]}]")
     by_test_set: dict[tuple, list[PerImage]] = {}
     for record in latest.values():
         m = record.meta

@@ -221,3 +221,13 @@ def test_quality_vs_detection_correlations():
     row = table[(table["quality"] == "kid") & (table["detection"] == "image_auroc")].iloc[0]
     assert row["n"] == 12 and row["spearman"] == pytest.approx(-1.0) and row["kendall"] == pytest.approx(-1.0)
     assert row["spearman_low"] <= row["spearman"] <= row["spearman_high"]
+
+
+def test_two_setups_of_one_generator_stay_apart():
+    scores, labels, maps, masks = category(5, 4)
+    runs = []
+    for generator, config_hash in (("g", "aaaaaa11"), ("g", "bbbbbb22"), ("h", "c")):
+        runs.append(record(scores, labels, maps, masks, generator=generator))
+        runs[-1].meta["config_hash"] = config_hash
+    cells = analyse(runs, n_resamples=5).cells
+    assert sorted(k[-1] for k in cells) == ["g [aaaaaa]", "g [bbbbbb]", "h"]
