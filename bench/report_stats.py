@@ -95,7 +95,8 @@ def interval_table(analysis: Analysis, group, metrics: list[str]) -> Table:
             texts.append(Cell(text=_interval_text(cell.mean(m), low, high)))
         rows.append(Row([cell.category, cell.generator], texts))
     seeds = sorted({len(c.seeds) for c in cells})
-    notes = [f"95% stratified bootstrap intervals over the test images ({analysis.n_resamples} resamples, "
+    over = "the test images and the seeds" if analysis.resample_seeds and max(seeds) > 1 else "the test images"
+    notes = [f"95% stratified bootstrap intervals over {over} ({analysis.n_resamples} resamples, "
              f"seed {analysis.seed}); each value is the mean over {'/'.join(map(str, seeds))} seed(s)."]
     seed_notes = []
     for cell in cells:
@@ -123,7 +124,8 @@ def paired_tables(analysis: Analysis, group, metric: str) -> list[Table]:
     if not rows:
         return []
     title = f"{group[0]}: paired differences in {METRIC_LABELS.get(metric, metric)} (points), protocol {group[1]}"
-    notes = ["Paired bootstrap on identical resamples of the same test images; two-sided p, not adjusted."]
+    notes = ["Paired bootstrap on identical resamples of the same test images (seeds redrawn per resample); "
+             "two-sided p, not adjusted."]
     return [Table(title, ["Category", "Pair"], ["difference [95% CI]", "p"], [""], rows, notes)]
 
 
