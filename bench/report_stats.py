@@ -227,7 +227,7 @@ def write_figures(out_dir: Path, report: StatsReport, rows, results: Sequence, p
     analysis = report.analysis
     if analysis is not None and analysis.cells:
         for group in analysis.groups():
-            for metric in dict.fromkeys([primary, "pixel_auroc", "pixel_ap", "aupro"]):
+            for metric in dict.fromkeys([primary, "image_auroc", "pixel_auroc", "pixel_ap", "aupro"]):
                 if any(metric in c.full for c in analysis.in_group(group)):
                     written += figures.category_bars(analysis, metric, out_dir, group)
         for axis in SWEEP_AXES:
