@@ -145,10 +145,10 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
 
     folder = Path(run_dir)
     _write_scores(folder / f"scores-{protocol}.csv", samples, data, scores)
-    setup = dict(setup or {})
-    label = str(setup.pop("label", meta["generator"]))
+    varied = dict(setup or {})
+    label = str(varied.pop("label", meta["generator"]))
     _write_per_image(folder, protocol, dict(meta, generator=label), samples, data, scores, labels, maps, masks_arr,
-                     setup)
+                     varied)
     if heatmaps and test_set != ALL_TEST_IMAGES:
         save_heatmaps(folder / HEATMAP_DIR, samples, images, masks, maps, scores, limit=heatmaps)
     setup = setup_columns(meta, run.config, n_test=len(samples), n_anomalous=int(labels.sum()), leaky=leaky)

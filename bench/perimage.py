@@ -61,7 +61,7 @@ class PerImage:
     def key(self) -> tuple:
         m = self.meta
         return (m.get("dataset"), m.get("category"), m.get("generator"), m.get("detector"), m.get("protocol"),
-                int(m.get("seed", 0)))
+                int(m.get("seed", 0)), m.get("config_hash"))
 
 
 def quantise(maps: np.ndarray, max_codes: int = MAX_CODES) -> tuple[np.ndarray, np.ndarray]:

@@ -95,7 +95,8 @@ def interval_table(analysis: Analysis, group, metrics: list[str]) -> Table:
             texts.append(Cell(text=_interval_text(cell.mean(m), low, high)))
         rows.append(Row([cell.category, cell.generator], texts))
     seeds = sorted({len(c.seeds) for c in cells})
-    notes = [f"95% stratified bootstrap intervals over the test images ({analysis.n_resamples} resamples, "
+    over = "the test images and the seeds" if analysis.resample_seeds and max(seeds) > 1 else "the test images"
+    notes = [f"95% stratified bootstrap intervals over {over} ({analysis.n_resamples} resamples, "
              f"seed {analysis.seed}); each value is the mean over {'/'.join(map(str, seeds))} seed(s)."]
     seed_notes = []
     for cell in cells:
@@ -118,12 +119,13 @@ def paired_tables(analysis: Analysis, group, metric: str) -> list[Table]:
         for i, a in enumerate(here):
             for b in here[i + 1:]:
                 t = compare_cells(a, b, metric)
-                rows.append(Row([category, f"{a.generator} − {b.generator}"], [
+                rows.append(Row([category, f"{a.generator} vs {b.generator}"], [
                     Cell(text=_interval_text(t.delta, t.low, t.high)), Cell(text=_p_text(t.p_value))]))
     if not rows:
         return []
     title = f"{group[0]}: paired differences in {METRIC_LABELS.get(metric, metric)} (points), protocol {group[1]}"
-    notes = ["Paired bootstrap on identical resamples of the same test images; two-sided p, not adjusted."]
+    notes = ["Paired bootstrap on identical resamples of the same test images (seeds redrawn per resample); "
+             "two-sided p, not adjusted."]
     return [Table(title, ["Category", "Pair"], ["difference [95% CI]", "p"], [""], rows, notes)]
 
 
@@ -225,7 +227,7 @@ def write_figures(out_dir: Path, report: StatsReport, rows, results: Sequence, p
     analysis = report.analysis
     if analysis is not None and analysis.cells:
         for group in analysis.groups():
-            for metric in dict.fromkeys([primary, "pixel_auroc", "pixel_ap", "aupro"]):
+            for metric in dict.fromkeys([primary, "image_auroc", "pixel_auroc", "pixel_ap", "aupro"]):
                 if any(metric in c.full for c in analysis.in_group(group)):
                     written += figures.category_bars(analysis, metric, out_dir, group)
         for axis in SWEEP_AXES:

@@ -314,7 +314,7 @@ def run_grid(config: RunConfig, progress: bool = True, echo=click.echo) -> str:
         run_dir = config.run_dir(name, category, seed)
         tag = f"[{number}/{len(cells)}] {name}/{category}/seed{seed}"
         wanted = [ALL_TEST_IMAGES if t == ALL_TEST_IMAGES else config.protocol for t in config.test_sets]
-        _check_sample_count(run_dir, spec.num)
+        _check_sample_count(run_dir, variant.num)
         if _trained(run_dir) and all(_evaluated(run_dir, p) for p in wanted):
             echo(f"{tag}: done, skipped")
             continue
@@ -368,7 +368,7 @@ def _generate_variant(config: RunConfig, variant, category: str, seed: int, prog
             progress=progress)
 
     base_root = config.generated_dir(variant.generator, category, seed).parent.parent
-    if variant.generator == MIX:
+    if variant.components is not None:  # a sweep mixture (a listed `mix` generator is generated as it is)
         counts = mixture_counts(variant.components, variant.num)
         parts = {}
         for name, count in counts.items():

@@ -5,7 +5,9 @@ where no per-image data was kept) and re-runs no model.
 
 - Over test images: a stratified bootstrap (:mod:`anobench.bootstrap`) of every detection
   metric. With several seeds, a resample's value is the mean over seeds of the metrics on the
-  same resampled images, so the interval is that of the seed-mean over test sets.
+  same resampled images; by default each resample also redraws the seeds with replacement
+  (two-level bootstrap), so intervals and tests cover both the test images and the training
+  randomness (with 3 seeds that second level is coarse: read the t interval over seeds too).
 - Over seeds: mean, sample std and the t interval of the mean (``scipy.stats.t``).
 - Paired comparison of two generators on the same test images: the bootstrap distribution of
   the difference of their seed-means on identical resamples; two-sided p-value from the
@@ -88,6 +90,7 @@ class Cell:
     full: dict[str, np.ndarray]  # metric -> (S,)
     samples: dict[str, np.ndarray]  # metric -> (S, B)
     setup: dict = field(default_factory=dict)  # the first seed's stored meta (sweep values, costs)
+    seed_draws: np.ndarray | None = None  # (B, S) seeds drawn per resample (two-level bootstrap)
 
     @property
     def group(self) -> tuple[str, str, str]:
@@ -101,6 +104,8 @@ class Cell:
     def resampled_mean(self, metric: str) -> np.ndarray:
         """(B,) seed-mean of the metric on each resample (NaN where no seed defines it)."""
         samples = self.samples[metric]
+        if self.seed_draws is not None:  # resample the seeds too: each resample's own draw of trainings
+            samples = samples[self.seed_draws.T, np.arange(samples.shape[1])[None, :]]
         with np.errstate(invalid="ignore"):
             counts = np.sum(~np.isnan(samples), axis=0)
             return np.where(counts > 0, np.nansum(samples, axis=0) / np.maximum(counts, 1), np.nan)
@@ -120,6 +125,7 @@ class Analysis:
     cells: dict[tuple[str, str, str, str, str], Cell]
     n_resamples: int
     seed: int
+    resample_seeds: bool = True
 
     def groups(self) -> list[tuple[str, str, str]]:
         return sorted({c.group for c in self.cells.values()})
@@ -149,8 +155,13 @@ class Analysis:
         return pd.DataFrame(rows)
 
 
-def analyse(records: Sequence[PerImage], n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Analysis:
+def analyse(records: Sequence[PerImage], n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+            resample_seeds: bool = True) -> Analysis:
     """Bootstrap every stored evaluation; runs of one test set share their resamples.
+
+    With ``resample_seeds`` (and 2+ seeds) each resample also draws the cell's seeds with
+    replacement (a two-level bootstrap), so intervals and tests cover training randomness as
+    well as the choice of test images; otherwise they hold the trained seeds fixed.
 
     Records with the same (dataset, protocol, detector, category, generator, seed) keep the last.
     Runs of one category must hold the same test images in the same order (else they cannot be
@@ -159,6 +170,14 @@ def analyse(records: Sequence[PerImage], n_resamples: int = DEFAULT_RESAMPLES, s
     latest: dict[tuple, PerImage] = {}
     for record in records:
         latest[record.key()] = record
+    # two setups of one generator (different config hashes) stay apart, labelled by their hash
+    hashes: dict[str, set] = {}
+    for record in latest.values():
+        hashes.setdefault(record.meta["generator"], set()).add(record.meta.get("config_hash"))
+    for record in latest.values():
+        g = record.meta["generator"]
+        if len(hashes[g]) > 1:
+            record.meta = dict(record.meta, generator=f"{g} [{str(record.meta.get('config_hash'))[:6]}]")
     by_test_set: dict[tuple, list[PerImage]] = {}
     for record in latest.values():
         m = record.meta
@@ -182,12 +201,16 @@ def analyse(records: Sequence[PerImage], n_resamples: int = DEFAULT_RESAMPLES, s
         for (detector, generator), results in runs.items():
             results.sort(key=lambda r: r[0])
             names = [k for k in DETECTION_METRICS if all(k in r.metrics for _, r in results)]
+            draws = None
+            if resample_seeds and len(results) > 1:
+                rng = np.random.default_rng(_test_set_seed(seed, dataset, protocol, category, detector, generator))
+                draws = rng.integers(0, len(results), size=(n_resamples, len(results)))
             cells[(dataset, protocol, detector, category, generator)] = Cell(
                 dataset, protocol, detector, category, generator, [s for s, _ in results],
                 {k: np.array([r.metrics[k] for _, r in results]) for k in names},
                 {k: np.stack([r.samples[k] for _, r in results]) for k in names},
-                setups[(detector, generator)])
-    return Analysis(cells, n_resamples, seed)
+                setups[(detector, generator)], draws)
+    return Analysis(cells, n_resamples, seed, resample_seeds)
 
 
 def _test_set_seed(seed: int, *names: str) -> int:
@@ -195,12 +218,13 @@ def _test_set_seed(seed: int, *names: str) -> int:
     return int(zlib.crc32("/".join([str(seed), *names]).encode()))
 
 
-def load_analysis(paths, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Analysis | None:
+def load_analysis(paths, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+                  resample_seeds: bool = True) -> Analysis | None:
     """:func:`analyse` over every ``maps-*.npz`` under ``paths``; None when there is none."""
     from anobench import perimage
 
     files = perimage.find(paths)
-    return analyse([perimage.load(f) for f in files], n_resamples, seed) if files else None
+    return analyse([perimage.load(f) for f in files], n_resamples, seed, resample_seeds) if files else None
 
 
 # --------------------------------------------------------------------------- paired comparisons

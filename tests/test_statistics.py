@@ -221,3 +221,26 @@ def test_quality_vs_detection_correlations():
     row = table[(table["quality"] == "kid") & (table["detection"] == "image_auroc")].iloc[0]
     assert row["n"] == 12 and row["spearman"] == pytest.approx(-1.0) and row["kendall"] == pytest.approx(-1.0)
     assert row["spearman_low"] <= row["spearman"] <= row["spearman_high"]
+
+
+def test_two_setups_of_one_generator_stay_apart():
+    scores, labels, maps, masks = category(5, 4)
+    runs = []
+    for generator, config_hash in (("g", "aaaaaa11"), ("g", "bbbbbb22"), ("h", "c")):
+        runs.append(record(scores, labels, maps, masks, generator=generator))
+        runs[-1].meta["config_hash"] = config_hash
+    cells = analyse(runs, n_resamples=5).cells
+    assert sorted(k[-1] for k in cells) == ["g [aaaaaa]", "g [bbbbbb]", "h"]
+
+
+def test_resampling_seeds_widens_intervals_when_seeds_disagree():
+    _, _, _, masks = category(14, 10, seed=5)
+    runs = []
+    for seed, signal in ((0, 0.4), (1, 3.0), (2, 1.0)):  # trainings of very different quality
+        scores, labels, maps, _ = category(14, 10, seed=50 + seed, signal=signal, shared=masks)
+        runs.append(record(scores, labels, maps, masks, generator="g", seed=seed))
+    fixed = analyse(runs, n_resamples=300, resample_seeds=False).cells[("d", "thirds", "unet", "c", "g")]
+    both = analyse(runs, n_resamples=300).cells[("d", "thirds", "unet", "c", "g")]
+    width = lambda cell: np.subtract(*cell.interval("pixel_ap")[::-1])  # noqa: E731
+    assert width(both) > 1.5 * width(fixed)
+    assert fixed.mean("pixel_ap") == both.mean("pixel_ap")
