@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-from tqdm.auto import tqdm
+from anobench.progress import progress_bar
 
 import anobench
 from anobench.config import apply_overrides, config_hash, config_to_dict
@@ -177,8 +177,8 @@ def generate_dataset(
     started = time.perf_counter()
     if todo:
         gen.setup(context)
-        bar = tqdm(total=num, initial=num - len(todo), desc=f"{gen.name}/{category}", unit="img",
-                   disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(total=num, initial=num - len(todo), desc=f"{gen.name}/{category}", unit="img",
+                           disable=not progress)
         for batch in _chunks(todo, batch_size):
             requests = [_request(data, seed, i, image_size) for i in batch]
             t0 = time.perf_counter()

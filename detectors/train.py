@@ -29,7 +29,7 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from anobench.progress import progress_bar
 
 import anobench
 from anobench.config import apply_overrides, config_from_dict, config_hash, config_to_dict
@@ -422,8 +422,8 @@ def train_detector(
 
     source = BatchSource(split, config, seed)
     stop = config.steps if max_steps is None else min(config.steps, start + max_steps)
-    bar = tqdm(total=config.steps, initial=start, desc=f"train {config.detector}/{category}", unit="step",
-               disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=config.steps, initial=start, desc=f"train {config.detector}/{category}", unit="step",
+                       disable=not progress)
     from torchvision.ops import sigmoid_focal_loss
 
     try:
