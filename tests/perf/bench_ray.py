@@ -65,7 +65,7 @@ def main() -> None:
         tmp = Path(tmp)
         root = tmp / "demo"
         make_demo_dataset(root, seed=0, size=args.size, n_train=12)
-        quiet = lambda line: None  # noqa: E731
+        quiet = lambda line: print(line) if "FAILED" in line else None  # noqa: E731
 
         torch.set_num_threads(1)
         t0 = time.perf_counter()
