@@ -23,6 +23,9 @@ Config keys (relative paths are relative to the config file's folder)::
     evaluate: {test_sets: [protocol]}   # add ``all`` to also score every test image
     report: {format: markdown, layout: paper}
 
+Cells run through an executor (:mod:`anobench.executors`): ``local``, one after another in this
+process, or ``ray``, each stage a Ray task; a failing cell is listed at the end, the others finish.
+
 Layout: ``OUT/generated/seed<S>/<generator>/<category>/``, ``OUT/runs/<generator>/<category>/seed<S>/``
 (each with ``results.csv`` and ``heatmaps/``), ``OUT/report.<ext>``.
 """
