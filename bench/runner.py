@@ -278,6 +278,8 @@ def run_grid(config: RunConfig, progress: bool = True, echo=click.echo, executor
 
     if executor not in EXECUTORS:
         raise AnobenchError(f"unknown executor {executor!r} (known: {', '.join(EXECUTORS)})")
+    if executor == "local" and (address or max_parallel):
+        raise AnobenchError("--address and --max-parallel need --executor ray")
     started = time.perf_counter()
     config.out.mkdir(parents=True, exist_ok=True)
     if config.demo_data is not None and not (config.data_root / config.categories[0]).is_dir():

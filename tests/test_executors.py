@@ -103,6 +103,9 @@ def test_unknown_executor_is_a_one_line_error(tmp_path, demo_root):
     result = CliRunner().invoke(cli, ["run", str(_write(tmp_path, _grid(demo_root, tmp_path / "o"))),
                                       "--executor", "spark"])
     assert result.exit_code == 2 and "spark" in result.output
+    result = CliRunner().invoke(cli, ["run", str(_write(tmp_path, _grid(demo_root, tmp_path / "o"))),
+                                      "--address", "auto"])
+    assert result.exit_code == 2 and "error: --address and --max-parallel need --executor ray" in result.output
 
 
 # --- Ray: a local instance with 2 CPUs, shared by the tests below ---
