@@ -187,3 +187,18 @@ def test_ray_retries_a_killed_training_and_reports_a_user_error(demo_root, tmp_p
     assert "draem/disc/seed0: 6 samples, 40 steps" in result.output  # retried after the kill, and finished
     rows = _rows(out)
     assert set(rows["generator"]) == {"draem"} and len(rows) == 7
+
+
+def test_rows_are_stored_per_cell_as_it_finishes_and_report_reads_them_mid_grid(demo_root, tmp_path):
+    from anobench.runner import parse_run_config, run_grid
+
+    config = parse_run_config(_grid(demo_root, tmp_path / "out"), tmp_path)
+    seen = []
+
+    def report_now(outcome):  # what `anobench report OUT/runs` shows while the grid still runs
+        result = CliRunner().invoke(cli, ["report", str(config.out / "runs"), "--layout", "per-metric"])
+        assert result.exit_code == 0, result.output
+        seen.append((outcome.cell[0], "draem" in result.output, "crop_paste" in result.output))
+
+    run_grid(config, progress=False, echo=lambda line: None, listeners=[report_now])
+    assert seen == [("draem", True, False), ("crop_paste", True, True)]
