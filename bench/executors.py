@@ -281,12 +281,14 @@ def check_shared_filesystem(ray, out: Path) -> None:
 
 
 def _ray_error_line(ray, exc: BaseException, retries: int) -> str:
+    """The stage's own error (Ray wraps it); for a dead worker, say it was retried."""
     cause = getattr(exc, "cause", None)
-    if isinstance(cause, BaseException):
-        return one_line_error(cause)
-    if isinstance(exc, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError)):
-        return f"{exc.__class__.__name__}: the worker died {retries + 1} times (killed, out of memory or node lost)"
-    return one_line_error(exc)
+    error = cause if isinstance(cause, BaseException) else exc
+    if isinstance(error, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                          ray.exceptions.OutOfMemoryError)):
+        return (f"{error.__class__.__name__}: the worker died on each of {retries + 1} tries "
+                f"(killed, out of memory or node lost)")
+    return one_line_error(error)
 
 
 def run_ray(config: "RunConfig", cells: list[Cell], tracker: GridProgress, address: str | None = None,
