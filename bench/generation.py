@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-from anobench.progress import progress_bar
 
 import anobench
 from anobench.config import apply_overrides, config_hash, config_to_dict
@@ -32,6 +31,7 @@ from anobench.generators.base import (
 )
 from anobench.images import read_rgb
 from anobench.artifacts import relative_path
+from anobench.progress import progress_bar
 from anobench.protocol import ProtocolSplit, split_category, split_mismatch
 from anobench.store import DatasetWriter
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from anobench.progress import progress_bar
 
 import anobench
 from anobench.artifacts import open_artifact, relative_path
@@ -39,6 +38,7 @@ from anobench.detectors.run import (  # noqa: F401 - re-exported for callers of 
 )
 from anobench.errors import AnobenchError
 from anobench.images import atomic_write_text
+from anobench.progress import progress_bar
 from anobench.store import GeneratedSet
 
 @dataclass
