@@ -276,7 +276,7 @@ def check_shared_filesystem(ray, out: Path) -> None:
     finally:
         probe.unlink(missing_ok=True)
     if blind:
-        raise AnobenchError(f"{out} is not visible on Ray node(s) {', '.join(blind)}: the run folder must be on a "
+        raise AnobenchError(f"{out} is not visible on Ray node(s) {', '.join(blind)}: the run folder must be on a shared "
                             f"filesystem every worker sees at the same path (see README, 'Run the grid on Ray')")
 
 

@@ -202,3 +202,40 @@ def test_rows_are_stored_per_cell_as_it_finishes_and_report_reads_them_mid_grid(
 
     run_grid(config, progress=False, echo=lambda line: None, listeners=[report_now])
     assert seen == [("draem", True, False), ("crop_paste", True, True)]
+
+
+def test_a_node_that_cannot_see_out_stops_the_run_before_any_task(tmp_path):
+    """check_shared_filesystem with a stand-in for Ray: node b reads the probe on its own disk."""
+    pytest.importorskip("ray")
+    A = "a" * 56  # node ids are hex
+    from anobench.errors import AnobenchError
+    from anobench.executors import check_shared_filesystem
+
+    class Remote:
+        def __init__(self, fn, node=None):
+            self.fn, self.node = fn, node
+
+        def options(self, scheduling_strategy=None, **_):
+            return Remote(self.fn, scheduling_strategy.node_id)
+
+        def remote(self, path, token):
+            host, ok = self.fn(path if self.node == A else str(tmp_path / "elsewhere" / Path(path).name), token)
+            return (self.node[:1], ok)
+
+    class FakeRay:
+        def remote(self, **_):
+            return lambda fn: Remote(fn)
+
+        def nodes(self):
+            return [{"NodeID": A, "Alive": True}, {"NodeID": "b" * 56, "Alive": True}, {"NodeID": "c" * 56, "Alive": False}]
+
+        def get(self, refs):
+            return refs
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(AnobenchError, match=r"out is not visible on Ray node\(s\) b: .*shared"):
+        check_shared_filesystem(FakeRay(), out)
+    assert list(out.iterdir()) == []  # the probe is removed
+    (tmp_path / "elsewhere").symlink_to(out)  # now b sees the same folder
+    check_shared_filesystem(FakeRay(), out)
