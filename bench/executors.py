@@ -141,7 +141,11 @@ class CellOutcome:
 
 @dataclass
 class GridProgress:
-    """Counts cells done / running / failed of the total and prints one line per finished cell."""
+    """Counts cells done / running / failed of the total and prints one line per finished cell.
+
+    "running" counts cells started and not finished: under Ray, cells submitted whose tasks may
+    still wait for a free worker (cap them with ``--max-parallel``). Skipped cells count as done.
+    """
 
     total: int
     echo: Callable[[str], None]
