@@ -54,11 +54,32 @@ def _wanted_protocols(config: "RunConfig") -> list[str]:
 
 
 def cell_finished(config: "RunConfig", cell: Cell) -> bool:
-    """True when the cell's detector is trained and every wanted test set is scored."""
-    from anobench.runner import _evaluated, _trained
+    """True when the cell's detector is trained and every wanted test set is scored.
+
+    A run trained on another sample count than the config asks for is an :class:`AnobenchError`
+    (the cell fails; its old results would be confused with the new setup's).
+    """
+    from anobench.runner import _check_sample_count, _evaluated, _trained
 
     run_dir = config.run_dir(*cell)
+    _check_sample_count(run_dir, _spec(config, cell[0]).num)
     return _trained(run_dir) and all(_evaluated(run_dir, p) for p in _wanted_protocols(config))
+
+
+def _sort_out(config: "RunConfig", cells: list[Cell], tracker: "GridProgress") -> list[Cell]:
+    """The cells still to run; finished ones are reported skipped, refused ones failed."""
+    todo = []
+    for cell in cells:
+        try:
+            finished = cell_finished(config, cell)
+        except AnobenchError as exc:
+            tracker.finish(CellOutcome(cell, "failed", 0.0, one_line_error(exc)), started=False)
+            continue
+        if finished:
+            tracker.finish(CellOutcome(cell, "skipped"))
+        else:
+            todo.append(cell)
+    return todo
 
 
 def generate_stage(config: "RunConfig", cell: Cell, progress: bool = False) -> dict[str, Any]:
@@ -161,8 +182,8 @@ class GridProgress:
     def started(self, cell: Cell) -> None:
         self.running += 1
 
-    def finish(self, outcome: CellOutcome) -> None:
-        if outcome.status != "skipped":
+    def finish(self, outcome: CellOutcome, started: bool = True) -> None:
+        if outcome.status != "skipped" and started:
             self.running -= 1
         if outcome.status == "failed":
             self.failed += 1
@@ -189,10 +210,7 @@ class GridProgress:
 def run_local(config: "RunConfig", cells: list[Cell], tracker: GridProgress, progress: bool = True) -> None:
     """Run the missing cells one after another; a failing cell is recorded and the next one starts."""
     generated: dict[Path, dict[str, Any]] = {}  # a set shared by several cells is made once
-    for cell in cells:
-        if cell_finished(config, cell):
-            tracker.finish(CellOutcome(cell, "skipped"))
-            continue
+    for cell in _sort_out(config, cells, tracker):
         tracker.started(cell)
         started = time.perf_counter()
         try:
@@ -316,12 +334,7 @@ def run_ray(config: "RunConfig", cells: list[Cell], tracker: GridProgress, addre
         cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
         config_ref = ray.put(config)
         remote = ray.remote(_in_task)
-        todo = []
-        for cell in cells:
-            if cell_finished(config, cell):
-                tracker.finish(CellOutcome(cell, "skipped"))
-            else:
-                todo.append(cell)
+        todo = _sort_out(config, cells, tracker)
 
         def task(stage: str, cell: Cell, function: Callable, *args):
             resources = stage_resources(config, cell, stage, task_cpus, cluster_gpus)

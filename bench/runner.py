@@ -255,6 +255,19 @@ def _evaluated(run_dir: Path, protocol: str) -> bool:
         return False
 
 
+def _check_sample_count(run_dir: Path, num: int) -> None:
+    """A cell's run was trained on a frozen number of samples; a grid asking for another is refused."""
+    import json
+
+    try:
+        trained_on = json.loads((run_dir / "run.json").read_text()).get("generated_samples")
+    except (OSError, ValueError, AttributeError):
+        return
+    if trained_on is not None and int(trained_on) != int(num):
+        raise AnobenchError(f"{run_dir}: trained on {trained_on} generated samples, the config asks for {num}; "
+                            "use another out folder (results of both would otherwise be confused)")
+
+
 def _trained(run_dir: Path) -> bool:
     import json
 

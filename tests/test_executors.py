@@ -239,3 +239,13 @@ def test_a_node_that_cannot_see_out_stops_the_run_before_any_task(tmp_path):
     assert list(out.iterdir()) == []  # the probe is removed
     (tmp_path / "elsewhere").symlink_to(out)  # now b sees the same folder
     check_shared_filesystem(FakeRay(), out)
+
+
+def test_a_cell_trained_on_another_sample_count_fails_instead_of_being_skipped(demo_root, tmp_path):
+    grid = _grid(demo_root, tmp_path / "out", generators=[{"name": "draem", "num": 6}])
+    assert CliRunner().invoke(cli, ["run", str(_write(tmp_path, grid)), "-q"]).exit_code == 0
+    grid["generators"] = [{"name": "draem", "num": 8}]
+    result = CliRunner().invoke(cli, ["run", str(_write(tmp_path, grid)), "-q"])
+    assert result.exit_code == 2, result.output
+    assert "[0/1 done, 0 running, 1 failed] draem/disc/seed0: FAILED" in result.output
+    assert "trained on 6 generated samples, the config asks for 8" in result.output
