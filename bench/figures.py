@@ -75,7 +75,8 @@ def category_bars(analysis, metric: str, out_dir: Path, group=None) -> list[Path
         ax.bar(xs, means, width * 0.95, yerr=[lows, highs], capsize=3, label=g)
     ax.set_xticks(range(len(categories)), categories)
     ax.set_ylabel(f"{_label(metric)} (%)")
-    ax.set_title(f"{_label(metric)} with 95% bootstrap intervals over test images", fontsize=9)
+    over = "test images and seeds" if analysis.resample_seeds and max(len(c.seeds) for c in cells) > 1 else "test images"
+    ax.set_title(f"{_label(metric)} with 95% bootstrap intervals over {over}", fontsize=9)
     ax.legend(fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, out_dir, f"bars_{metric}")

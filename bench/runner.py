@@ -27,6 +27,9 @@ Config keys (relative paths are relative to the config file's folder)::
                                     # optional one-axis sweeps (anobench.sweeps): extra cells labelled
                                     # draem[num=100], mix[draem=0.5,crop_paste=0.5], ...
 
+Cells run through an executor (:mod:`anobench.executors`): ``local``, one after another in this
+process, or ``ray``, each stage a Ray task; a failing cell is listed at the end, the others finish.
+
 Layout: ``OUT/generated/seed<S>/<generator>/<category>/``, ``OUT/runs/<generator>/<category>/seed<S>/``
 (each with ``results.csv`` and ``heatmaps/``), ``OUT/report.<ext>``.
 """
@@ -291,13 +294,22 @@ def _trained(run_dir: Path) -> bool:
         return False
 
 
-def run_grid(config: RunConfig, progress: bool = True, echo=click.echo) -> str:
-    """Run every missing cell of the grid; return the rendered report (also written to OUT)."""
-    from anobench.detectors.train import train_detector
-    from anobench.evaluation import ALL_TEST_IMAGES, evaluate
-    from anobench.images import atomic_write_text
-    from anobench.report import report_files
+def run_grid(config: RunConfig, progress: bool = True, echo=click.echo, executor: str = "local",
+             address: str | None = None, max_parallel: int | None = None, task_cpus: int = 1, retries: int = 2,
+             listeners=()) -> str:
+    """Run every missing cell of the grid; return the rendered report (also written to OUT).
 
+    ``executor`` is ``local`` (one cell after another here) or ``ray`` (stages as Ray tasks; see
+    :mod:`anobench.executors`). Failing cells do not stop the others: the report covers the
+    finished cells, the failures are listed, and an :class:`AnobenchError` ends the run.
+    ``listeners`` are called with each cell's outcome as it finishes (the MLflow logger).
+    """
+    from anobench.executors import EXECUTORS, GridProgress, cell_label, run_local, run_ray
+
+    if executor not in EXECUTORS:
+        raise AnobenchError(f"unknown executor {executor!r} (known: {', '.join(EXECUTORS)})")
+    if executor == "local" and (address or max_parallel):
+        raise AnobenchError("--address and --max-parallel need --executor ray")
     started = time.perf_counter()
     config.out.mkdir(parents=True, exist_ok=True)
     if config.demo_data is not None and not (config.data_root / config.categories[0]).is_dir():
@@ -308,34 +320,31 @@ def run_grid(config: RunConfig, progress: bool = True, echo=click.echo) -> str:
                                  n_train=int(options.get("train", 40)))
         echo(f"demo dataset written: {demo.line()}")
     cells = config.cells()
-    train = config.train
-    for number, (name, category, seed) in enumerate(cells, 1):
-        variant = config.variant(name)
-        run_dir = config.run_dir(name, category, seed)
-        tag = f"[{number}/{len(cells)}] {name}/{category}/seed{seed}"
-        wanted = [ALL_TEST_IMAGES if t == ALL_TEST_IMAGES else config.protocol for t in config.test_sets]
-        _check_sample_count(run_dir, variant.num)
-        if _trained(run_dir) and all(_evaluated(run_dir, p) for p in wanted):
-            echo(f"{tag}: done, skipped")
-            continue
-        cell_start = time.perf_counter()
-        generated_folder, total = _generate_variant(config, variant, category, seed, progress)
-        trained = train_detector(
-            config.dataset, config.data_root, category, generated_folder, run_dir,
-            profile=train.get("profile", "quick"), seed=seed, detector=train.get("detector"),
-            encoder=train.get("encoder"), encoder_weights=train.get("encoder_weights"),
-            overrides={**(train.get("set") or {}), **variant.train_overrides}, progress=progress,
-        )
-        lines = []
-        for test_set, protocol in zip(config.test_sets, wanted):
-            if _evaluated(run_dir, protocol):
-                continue
-            result = evaluate(run_dir, test_set=test_set, heatmaps=config.heatmaps, progress=progress,
-                              setup=variant.setup() if config.variants else None)
-            lines.append(f"{protocol}: image AUROC {result.metrics['image_auroc']:.3f}, "
-                         f"pixel AUROC {result.metrics['pixel_auroc']:.3f}, pixel AP {result.metrics['pixel_ap']:.3f}")
-        echo(f"{tag}: {total} samples, {trained.steps} steps; {'; '.join(lines) or 'evaluated before'} "
-             f"({time.perf_counter() - cell_start:.0f} s)")
+    tracker = GridProgress(len(cells), echo, list(listeners))
+    if executor == "ray":
+        run_ray(config, cells, tracker, address=address, max_parallel=max_parallel, task_cpus=task_cpus,
+                retries=retries)
+    else:
+        run_local(config, cells, tracker, progress=progress)
+    failures = tracker.failures
+    finished = [cell for cell in cells if (config.run_dir(*cell) / "results.csv").exists()]
+    text = write_report(config, finished) if finished else "no cell finished: no report\n"
+    echo(f"grid of {len(cells)} cells done in {(time.perf_counter() - started) / 60:.1f} min, "
+         f"{len(failures)} failed; report: {config.out / ('report.' + REPORT_SUFFIX[config.report.get('format', 'markdown')])}")
+    if failures:
+        echo(text.rstrip("\n"))
+        for outcome in failures:
+            echo(f"failed: {cell_label(outcome.cell)}: {outcome.text}")
+        raise AnobenchError(f"{len(failures)} of {len(cells)} cells failed (listed above); re-run the same command "
+                            f"to retry them, finished cells are skipped")
+    return text
+
+
+def write_report(config: RunConfig, cells: list[tuple[str, str, int]]) -> str:
+    """Write OUT/report.<ext> (and report.md) with the statistics and OUT/figures/; return the Markdown text."""
+    from anobench.images import atomic_write_text
+    from anobench.report import report_files
+
     fmt = config.report.get("format", "markdown")
     layout = config.report.get("layout")
     metrics = config.report.get("metrics")
@@ -346,11 +355,10 @@ def run_grid(config: RunConfig, progress: bool = True, echo=click.echo) -> str:
     text = report_files(run_dirs, fmt, metrics, layout, generated=generated if fmt == "html" else (),
                         figures_dir=config.out / "figures", out=report_path, **stats)
     atomic_write_text(report_path, text)
-    markdown = text
-    if fmt != "markdown":  # the terminal always gets a readable table
-        markdown = report_files(run_dirs, "markdown", metrics, layout, **stats)
-        atomic_write_text(config.out / "report.md", markdown)
-    echo(f"grid of {len(cells)} cells done in {(time.perf_counter() - started) / 60:.1f} min; report: {report_path}")
+    if fmt == "markdown":
+        return text
+    markdown = report_files(run_dirs, "markdown", metrics, layout, **stats)  # the terminal's readable table
+    atomic_write_text(config.out / "report.md", markdown)
     return markdown
 
 
