@@ -1,0 +1,184 @@
+"""Cheap checks that run before expensive work: names, paths, sizes, seeds and OS errors.
+
+Each check raises :class:`AnobenchError` with one line naming the option or file at fault, so
+a command refuses in milliseconds instead of failing after minutes (or being killed by the
+kernel with no message). The rules:
+
+* an output never overlaps an input: it is not an input file, not inside an input folder
+  (a data root, a generated set) and does not contain one;
+* a category is one plain folder name: no separator, no ``..``, not absolute, so it can never
+  leave ``--data-root`` or ``--out``;
+* sizes are bounded by an estimate of the memory (and disk) they need, checked against what the
+  machine has before anything is allocated;
+* an OS error on a write (disk full, read-only disk, permission) names the file and the cause.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from anobench.errors import AnobenchError
+
+# Seeds feed numpy's SeedSequence, which takes non-negative integers only.
+MAX_SEED = 2**63 - 1
+
+_OS_CAUSES = {
+    errno.ENOSPC: "no space left on the disk",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOTDIR: "a path component is a file, not a folder",
+    errno.EISDIR: "is a folder, not a file",
+    errno.EEXIST: "a file is in the way of a folder",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.ENOENT: "no such file or folder",
+    errno.EIO: "input/output error",
+}
+
+
+def os_error(exc: OSError, path: str | os.PathLike | None = None) -> AnobenchError:
+    """One-line :class:`AnobenchError` for an OS error: the file, then the cause."""
+    where = exc.filename or path or "?"
+    cause = _OS_CAUSES.get(exc.errno or 0, exc.strerror or exc.__class__.__name__)
+    hint = ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = "; free some space and re-run the same command to resume"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        hint = "; write to another place (--out / --results)"
+    return AnobenchError(f"{where}: {cause}{hint}")
+
+
+def check_seed(seed: int, option: str = "--seed") -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise AnobenchError(f"{option} must be an integer in [0, 2**63-1], got {seed!r}")
+    return seed
+
+
+def check_category_name(category: str, option: str = "--category") -> str:
+    """A category is one folder name under the data root: nothing that could leave it."""
+    text = str(category)
+    if (not text.strip() or text in (".", "..") or "/" in text or "\\" in text or "\x00" in text
+            or os.path.isabs(text)):
+        raise AnobenchError(f"{option} {category!r} is not a category name (one folder name under the data root, "
+                            "no path separators)")
+    return text
+
+
+def _resolved(path: str | os.PathLike) -> Path:
+    return Path(os.path.realpath(os.path.expanduser(str(path))))
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def check_output(output: str | os.PathLike, option: str, inputs: Mapping[str, str | os.PathLike | None],
+                 folders: Iterable[str] = ()) -> None:
+    """Refuse an output that is, is inside, or contains one of ``inputs`` (name -> path).
+
+    ``folders`` names the inputs that are folders (data roots, generated sets): an output inside
+    one of them is refused; for files, only the file itself (or a folder holding it) overlaps.
+    """
+    out = _resolved(output)
+    folder_names = set(folders)
+    for name, path in inputs.items():
+        if path is None:
+            continue
+        source = _resolved(path)
+        clash = out == source or _inside(source, out) or (name in folder_names and _inside(out, source))
+        if clash:
+            relation = ("is" if out == source else "is inside" if _inside(out, source) else "contains")
+            raise AnobenchError(f"{option} {output}: {relation} the input {name} {path}; "
+                                "an output may not overlap an input, choose another path")
+
+
+def check_not_a_file(path: str | os.PathLike, option: str) -> None:
+    """An output folder option that names an existing file (or has a file in its path)."""
+    p = Path(path)
+    for candidate in (p, *p.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise AnobenchError(f"{option} {path}: {candidate} is a file, not a folder")
+            return
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (MemAvailable on Linux, physical memory elsewhere)."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**62
+
+
+def _human(nbytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if abs(nbytes) < 1024 or unit == "PB":
+            return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
+        nbytes /= 1024
+    return f"{nbytes:.1f} PB"
+
+
+def check_memory(nbytes: float, what: str, available: int | None = None) -> None:
+    """Refuse work whose memory estimate exceeds what the machine has available."""
+    free = available_memory() if available is None else available
+    if nbytes > free:
+        raise AnobenchError(f"{what} needs about {_human(nbytes)} of memory, only {_human(free)} is available; "
+                            "use a smaller size")
+
+
+# Bytes of working memory per pixel of one image, lower bounds measured on CPU (peak RSS growth):
+# generation holds a few float32 HxWx3 copies per sample; U-Net training holds the activations
+# and gradients of every layer.
+GENERATION_BYTES_PER_PIXEL = 48
+TRAINING_BYTES_PER_PIXEL = 1200
+
+
+def generation_memory(image_size: int, batch_size: int) -> float:
+    return float(image_size) ** 2 * GENERATION_BYTES_PER_PIXEL * max(batch_size, 1)
+
+
+def training_memory(image_size: int, batch_size: int) -> float:
+    return float(image_size) ** 2 * TRAINING_BYTES_PER_PIXEL * max(batch_size, 1)
+
+
+def check_generation_size(image_size: int, batch_size: int, num: int, out: str | os.PathLike) -> None:
+    """Memory for one batch, and disk for ``num`` samples (at least 1 byte per pixel), before starting."""
+    check_memory(generation_memory(image_size, batch_size),
+                 f"--image-size {image_size} with --batch-size {batch_size}")
+    need = float(num) * float(image_size) ** 2  # a PNG pair compresses to no less than ~1 byte/pixel
+    free = free_disk(out)
+    if free is not None and need > free:
+        raise AnobenchError(f"--num {num} at --image-size {image_size} needs at least {_human(need)} of disk "
+                            f"under {out}, only {_human(free)} is free")
+
+
+def check_training_size(image_size: int, batch_size: int) -> None:
+    check_memory(training_memory(image_size, batch_size),
+                 f"detector training at image_size {image_size} with batch_size {batch_size}")
+
+
+def free_disk(path: str | os.PathLike) -> int | None:
+    """Free bytes on the disk that holds ``path`` (its nearest existing folder)."""
+    p = Path(path).absolute()
+    for candidate in (p, *p.parents):
+        if candidate.is_dir():
+            try:
+                return shutil.disk_usage(candidate).free
+            except OSError:
+                return None
+    return None
