@@ -21,6 +21,7 @@ class _Group(click.Group):
     """Click group that turns exceptions into one-line messages."""
 
     def invoke(self, ctx: click.Context):
+        _one_line_warnings()
         try:
             return super().invoke(ctx)
         except AnobenchError as exc:
@@ -31,12 +32,37 @@ class _Group(click.Group):
             ctx.exit(130)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except OSError as exc:  # disk full, read-only disk, permissions: name the file and the cause
+            from anobench.safety import os_error
+
+            click.echo(f"error: {os_error(exc)}", err=True)
+            ctx.exit(2)
+        except MemoryError:
+            click.echo("error: out of memory; use a smaller --image-size, --batch-size or --num", err=True)
+            ctx.exit(2)
         except Exception as exc:  # noqa: BLE001 - last line of defence against tracebacks
             if os.environ.get("ANOBENCH_DEBUG"):
                 raise
             message = str(exc).splitlines()[0] if str(exc) else ""
             click.echo(f"error: {exc.__class__.__name__}: {message} (set ANOBENCH_DEBUG=1 for a traceback)", err=True)
             ctx.exit(1)
+
+
+def _one_line_warnings() -> None:
+    """anobench warnings print as ``warning: <message>`` on stderr, like errors; others as usual."""
+    import warnings
+
+    from anobench.errors import AnobenchWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, AnobenchWarning):
+            click.echo(f"warning: {message}", err=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,7 +91,7 @@ def list_cmd() -> None:
 @click.option("--category", required=True, help="Category folder under the data root, e.g. bottle.")
 @click.option("--num", "-n", required=True, type=click.IntRange(min=1), help="Number of samples to generate.")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Output root; writes OUT/GENERATOR/CATEGORY.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0, max=2**63 - 1))
 @click.option("--split", default="thirds", show_default=True, help="Protocol: thirds, half, anomalydiffusion (leaky), dualanodiff.")
 @click.option("--anomaly-source", type=click.Path(path_type=Path), help="Folder of texture images (DRAEM uses DTD).")
 @click.option("--model", help="Diffusion weights: hub id or local diffusers folder.")
@@ -106,7 +132,7 @@ def datasets_check(root, dataset, categories) -> None:
     names = list(categories) or list_categories(dataset, root)
     if not names:
         raise AnobenchError(f"{root}: no {dataset} categories found")
-    problems = 0
+    problems = n_warnings = 0
     for name in names:
         try:
             data = load_category(dataset, root, name)
@@ -126,15 +152,16 @@ def datasets_check(root, dataset, categories) -> None:
         for line in warnings:
             click.echo(f"  warning {line}")
         problems += len(found)
+        n_warnings += len(warnings)
     if problems:
-        click.echo(f"{problems} problem(s) found", err=True)
+        click.echo(f"{problems} problem(s) found" + (f", {n_warnings} warning(s)" if n_warnings else ""), err=True)
         sys.exit(1)
-    click.echo("no problems found")
+    click.echo(f"no problems found, {n_warnings} warning(s) above" if n_warnings else "no problems found")
 
 
 @cli.command("demo-data")
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0, max=2**63 - 1))
 @click.option("--size", default=256, show_default=True, type=click.IntRange(min=64))
 @click.option("--train", "n_train", default=40, show_default=True, type=click.IntRange(min=1), help="Good training images per category.")
 def demo_data(out, seed, size, n_train) -> None:
@@ -193,6 +220,10 @@ def report(results, fmt, metrics, layout, generated, images, out) -> None:
     from anobench.report import report_files
 
     names = [m for entry in metrics for m in entry.split(",") if m.strip()] or None
+    if out is not None:
+        from anobench.safety import check_report_output
+
+        check_report_output(out, results)
     text = report_files(results, fmt, names, layout, generated=generated, images=images)
     if out is None:
         click.echo(text, nl=not text.endswith("\n"))
@@ -208,7 +239,7 @@ def report(results, fmt, metrics, layout, generated, images, out) -> None:
 @click.option("--generated", required=True, type=click.Path(path_type=Path), help="Generated set OUT/NAME/CATEGORY.")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Run folder (resumed if it exists).")
 @click.option("--profile", default="quick", show_default=True, type=click.Choice(["quick", "paper"]))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0, max=2**63 - 1))
 @click.option("--detector", type=click.Choice(["unet", "draem_disc"]), help="Default: unet.")
 @click.option("--encoder", help="smp encoder of the U-Net (default: tu-tf_efficientnet_lite0).")
 @click.option("--encoder-weights", type=click.Choice(["imagenet", "none"]), help="Default: imagenet for unet.")
@@ -270,7 +301,7 @@ def run_cmd(config, preset, out, quiet) -> None:
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Checkpoint folder (re-run to resume).")
 @click.option("--model", help="Pretrained diffusion weights to start from (local diffusers SD folder).")
 @click.option("--steps", type=click.IntRange(min=1), help="Training steps (default: the generator config's).")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0, max=2**63 - 1))
 @click.option("--split", default="thirds", show_default=True, help="Protocol whose reference anomalies are trained on.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a generator config field.")

@@ -131,6 +131,25 @@ def mask_alpha_varies(image: Image.Image) -> bool:
     return bool(alpha.min() != alpha.max())
 
 
+# a mask covering at least this share of its image is flagged (inverted labels, a label in alpha)
+FULL_MASK_SHARE = 0.99
+
+
+def mask_warnings(path: str | os.PathLike) -> list[str]:
+    """What looks wrong in a mask file under the mask rule, one line each (empty: nothing)."""
+    path = Path(path)
+    image = _open(path)
+    notes = []
+    share = float((mask_labels(image) > 0).mean()) if image.width and image.height else 0.0
+    if mask_alpha_varies(image):
+        notes.append(f"{path}: {image.mode} mask whose alpha varies; alpha is not a label (labels are read "
+                     "from the grey or colour channels), so a label drawn only in alpha is lost")
+    if share >= FULL_MASK_SHARE:
+        notes.append(f"{path}: mask marks {share:.0%} of the image as anomalous (inverted labels, or labels "
+                     "only in the alpha channel?)")
+    return notes
+
+
 def read_mask(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
     """Read a mask as bool HxW by the module's mask rule (label > 0, alpha ignored); resized nearest."""
     path = Path(path)

@@ -182,3 +182,22 @@ def free_disk(path: str | os.PathLike) -> int | None:
             except OSError:
                 return None
     return None
+
+
+def check_report_output(out: str | os.PathLike, results: Iterable[str | os.PathLike]) -> None:
+    """A report never replaces a results file it reads, nor lands where it would be read as one."""
+    from anobench.results import RESULTS_FILENAMES, STORE_SUFFIX, find_results_files
+
+    target = _resolved(out)
+    if Path(out).is_dir():
+        raise AnobenchError(f"--out {out}: is a folder; give a file name for the report")
+    for entry in results:
+        source = _resolved(entry)
+        files = [source] if not Path(entry).is_dir() else [_resolved(f) for f in find_results_files(entry)]
+        if target in files:
+            raise AnobenchError(f"--out {out}: is the results file {entry} the report reads; "
+                                "an output may not overlap an input, choose another path")
+        if Path(entry).is_dir() and _inside(target, source) and (
+                target.name in RESULTS_FILENAMES or any(p.name.endswith(STORE_SUFFIX) for p in target.parents)):
+            raise AnobenchError(f"--out {out}: would be read as a results file of {entry} next time; "
+                                "choose another name")
