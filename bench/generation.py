@@ -8,6 +8,7 @@ can be any size, and the files are byte-identical to an uninterrupted run.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import resource
 import sys
 import time
@@ -32,6 +33,7 @@ from anobench.generators.base import (
 )
 from anobench.images import read_rgb
 from anobench.protocol import ProtocolSplit, split_category
+from anobench.safety import check_generate
 from anobench.store import DatasetWriter
 
 
@@ -158,6 +160,7 @@ def generate_dataset(
     if batch_size < 1:
         raise AnobenchError(f"--batch-size must be at least 1, got {batch_size}")
     gen = build_generator(generator, overrides)
+    check_generate(gen.name, data_root, category, num, out, seed, image_size, batch_size, anomaly_source, checkpoint)
     data, protocol, context = prepare_context(gen, dataset, data_root, category, split, image_size,
                                               anomaly_source, model, checkpoint, device)
     folder = Path(out) / gen.name / category
@@ -179,11 +182,13 @@ def generate_dataset(
         "anobench_version": anobench.__version__,
     }
     writer = DatasetWriter(folder, meta)
-    todo = [i for i in range(num) if i not in writer.done]
+    done = writer.done
+    n_todo = num - sum(1 for i in done if i < num)
+    todo = (i for i in range(num) if i not in done)  # lazy: a huge --num builds no index list
     started = time.perf_counter()
-    if todo:
+    if n_todo:
         gen.setup(context)
-        bar = tqdm(total=num, initial=num - len(todo), desc=f"{gen.name}/{category}", unit="img",
+        bar = tqdm(total=num, initial=num - n_todo, desc=f"{gen.name}/{category}", unit="img",
                    disable=not progress, dynamic_ncols=True)
         for batch in _chunks(todo, batch_size):
             requests = [_request(data, seed, i, image_size) for i in batch]
@@ -209,7 +214,7 @@ def generate_dataset(
     writer.write_meta(status="complete" if len(writer.done) >= num else "running",
                       num=len(writer.done), peak_memory_mb=peak_memory_mb(),
                       seconds_per_sample=round(total_seconds / max(len(writer.done), 1), 4))
-    return GenerationSummary(folder, len(todo), len(writer.done), elapsed)
+    return GenerationSummary(folder, n_todo, len(writer.done), elapsed)
 
 
 def _request(data: CategoryData, seed: int, index: int, size: int) -> SampleRequest:
@@ -240,6 +245,7 @@ def _check_anomaly_source(folder: str | Path | None) -> Path | None:
     return folder.resolve()
 
 
-def _chunks(items: list[int], size: int) -> Iterable[list[int]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+def _chunks(items: Iterable[int], size: int) -> Iterable[list[int]]:
+    items = iter(items)
+    while batch := list(itertools.islice(items, size)):
+        yield batch

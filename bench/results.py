@@ -102,6 +102,35 @@ def append_rows(store: str | os.PathLike, rows: Any) -> Path:
     return store
 
 
+def check_appendable(store: str | os.PathLike, option: str = "--results") -> None:
+    """Cheap checks that an append to ``store`` would succeed, for callers with expensive work first.
+
+    Refuses a folder that is not a folder store, an existing file with another header, and a
+    place that cannot be written (read-only disk, no permission), naming the path.
+    """
+    from anobench.safety import check_writable
+
+    store = Path(store)
+    if is_folder_store(store):
+        check_writable(store, option)
+        return
+    if store.is_dir():
+        raise AnobenchError(f"{option} {store}: is a folder; give a results file (.csv, .parquet) or a folder "
+                            f"store named *{STORE_SUFFIX}")
+    target = Path(os.path.realpath(store))
+    if target.suffix.lower() == ".parquet":
+        _require_parquet(target)
+    if target.exists() and target.stat().st_size:
+        if target.suffix.lower() == ".parquet":
+            _read_one(target)
+        else:
+            with open(target, "rb") as handle:
+                first = handle.readline()
+            if first.endswith(b"\n"):
+                _check_header(target, first[:-1])
+    check_writable(target if target.exists() else target.parent, option)
+
+
 def _append_csv(path: Path, new: "pd.DataFrame") -> None:  # noqa: F821
     """Append rows in place under the caller's lock; a torn last line is cut off first."""
     from anobench.safety import os_error

@@ -201,3 +201,51 @@ def check_report_output(out: str | os.PathLike, results: Iterable[str | os.PathL
                 target.name in RESULTS_FILENAMES or any(p.name.endswith(STORE_SUFFIX) for p in target.parents)):
             raise AnobenchError(f"--out {out}: would be read as a results file of {entry} next time; "
                                 "choose another name")
+
+
+def check_generate(generator: str, data_root: str | os.PathLike, category: str, num: int, out: str | os.PathLike,
+                   seed: int, image_size: int, batch_size: int, anomaly_source: str | os.PathLike | None = None,
+                   checkpoint: str | os.PathLike | None = None) -> None:
+    """Everything about a ``generate`` call that can be refused before reading any image."""
+    check_seed(seed)
+    check_category_name(category)
+    if image_size < 1:
+        raise AnobenchError(f"--image-size must be at least 1, got {image_size}")
+    check_not_a_file(out, "--out")
+    inputs = {"--data-root": data_root, "--anomaly-source": anomaly_source, "--checkpoint": checkpoint}
+    check_output(Path(out) / generator / category, "--out", inputs, folders=inputs)
+    check_generation_size(image_size, batch_size, num, out)
+
+
+def check_train(data_root: str | os.PathLike, category: str, generated: str | os.PathLike, out: str | os.PathLike,
+                seed: int, image_size: int, batch_size: int) -> None:
+    """Everything about a ``train-detector`` call that can be refused before reading any image."""
+    check_seed(seed)
+    check_category_name(category)
+    check_not_a_file(out, "--out")
+    inputs = {"--data-root": data_root, "--generated": generated}
+    check_output(out, "--out", inputs, folders=inputs)
+    check_training_size(image_size, batch_size)
+
+
+def check_writable(path: str | os.PathLike, option: str) -> None:
+    """The file, or the nearest existing folder of a path to create, can be written."""
+    p = Path(path).absolute()
+    for candidate in (p, *p.parents):
+        if candidate.exists():
+            if not os.access(candidate, os.W_OK) or (candidate.is_dir() and not os.access(candidate, os.X_OK)):
+                cause = "read-only file system" if _read_only_mount(candidate) else "permission denied"
+                raise AnobenchError(f"{option} {path}: {candidate}: {cause}; write to another place")
+            return
+
+
+def _read_only_mount(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
+def folder_writable(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    return p.is_dir() and os.access(p, os.W_OK | os.X_OK) and not _read_only_mount(p)

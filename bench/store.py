@@ -58,10 +58,9 @@ class DatasetWriter:
         self.folder.mkdir(parents=True, exist_ok=True)
         existing = self.folder / DATASET_JSON
         if existing.exists():
-            try:
-                old = json.loads(existing.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise AnobenchError(f"{existing}: unreadable dataset.json; move the folder away or use another --out") from None
+            from anobench.metadata import read_json_object
+
+            old = read_json_object(existing)
             diff = [k for k in IDENTITY_KEYS if old.get(k) != self.meta.get(k)]
             if diff:
                 raise AnobenchError(
@@ -143,10 +142,9 @@ class GeneratedSet:
         meta_path = folder / DATASET_JSON
         if not meta_path.exists():
             raise AnobenchError(f"{folder}: not a generated set (no {DATASET_JSON})")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise AnobenchError(f"{meta_path}: unreadable dataset.json") from None
+        from anobench.metadata import DATASET_KEYS, read_json_object
+
+        meta = read_json_object(meta_path, DATASET_KEYS)
         rows = sorted(_read_manifest(folder), key=lambda r: int(r["index"]))
         if not rows:
             raise AnobenchError(f"{folder}: generated set is empty (no rows in {MANIFEST})")

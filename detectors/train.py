@@ -38,6 +38,7 @@ from anobench.detectors.run import (  # noqa: F401 - re-exported for callers of 
 )
 from anobench.errors import AnobenchError
 from anobench.images import atomic_write_text
+from anobench.safety import check_train
 from anobench.store import GeneratedSet
 
 @dataclass
@@ -65,10 +66,9 @@ def _open_run(out: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """Create ``out`` or re-open it; a folder holding a different run is refused."""
     path = out / RUN_JSON
     if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise AnobenchError(f"{path}: unreadable run.json; use another --out or delete the folder") from None
+        from anobench.metadata import read_json_object
+
+        old = read_json_object(path)
         if old.get("category") != meta["category"] or old.get("dataset") != meta["dataset"]:
             raise AnobenchError(
                 f"{out}: holds a run for {old.get('dataset')}/{old.get('category')}, not "
@@ -147,6 +147,7 @@ def train_detector(
     tests use it to simulate a kill.
     """
     config = profile_config(profile, overrides, detector=detector, encoder=encoder, encoder_weights=encoder_weights)
+    check_train(data_root, category, generated, out, seed, config.image_size, config.batch_size)
     data = load_category(dataset, data_root, category)
     gen = GeneratedSet.open(generated)
     _check_generated(gen, dataset, category, Path(generated))
@@ -185,8 +186,11 @@ def train_detector(
 
     start, seconds, best = 0, 0.0, {"step": 0, "score": -math.inf}
     if (out / LAST_CHECKPOINT).exists():
-        state = load_checkpoint(out / LAST_CHECKPOINT)
-        model.load_state_dict(state["model"])
+        from anobench.metadata import load_state
+
+        state = load_checkpoint(out / LAST_CHECKPOINT, ("model", "optimizer", "scheduler", "torch_rng", "step",
+                                                        "seconds", "best"))
+        load_state(model, state["model"], out / LAST_CHECKPOINT)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
