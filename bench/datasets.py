@@ -176,7 +176,7 @@ def _csv_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
             rows = list(reader)
             columns = reader.fieldnames or []
     except UnicodeDecodeError as exc:
-        raise AnobenchError(f"{path}: not UTF-8 text (byte {exc.start}); re-save the file as UTF-8") from None
+        raise AnobenchError(f"{path}: not UTF-8 text; re-save the file as UTF-8") from None
     except csv.Error as exc:
         raise AnobenchError(f"{path}: not a valid CSV file ({exc})") from None
     except OSError as exc:

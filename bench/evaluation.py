@@ -84,7 +84,7 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
     folder = Path(run_dir)
     results_path = Path(results) if results else folder / RESULTS_FILENAME
     root = data_root or meta["data_root"]
-    check_output(results_path, "--results", {"the data root": root}, folders=["the data root"])
+    check_output(results_path, "--results", {"--data-root": root}, folders=["--data-root"])
     if results is None and not folder_writable(folder):
         raise AnobenchError(f"{folder}: run folder is not writable (read-only media?); "
                             "give --results elsewhere to evaluate it")

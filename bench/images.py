@@ -39,8 +39,12 @@ _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFE
 
 
 def _bomb(path: Path, exc: Exception) -> AnobenchError:
-    return AnobenchError(f"{path}: image too large to decode safely ({str(exc).split('could')[0].strip()}); "
-                         "PIL's decompression-bomb limit is {:,} pixels".format(Image.MAX_IMAGE_PIXELS or 0))
+    import re
+
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{int(found.group(1)):,} pixels, " if found else ""
+    return AnobenchError(f"{path}: image too large to decode safely ({size}over PIL's decompression-bomb limit "
+                         f"of {2 * (Image.MAX_IMAGE_PIXELS or 0):,})")
 
 
 def _open(path: Path) -> Image.Image:
@@ -198,7 +202,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = Fal
     except OSError as exc:
         from anobench.safety import os_error
 
-        raise os_error(exc, target) from None
+        raise os_error(exc, target, prefer_path=True) from None
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)

@@ -128,7 +128,7 @@ def check_appendable(store: str | os.PathLike, option: str = "--results") -> Non
                 first = handle.readline()
             if first.endswith(b"\n"):
                 _check_header(target, first[:-1])
-    check_writable(target if target.exists() else target.parent, option)
+    check_writable(target, option)
 
 
 def _append_csv(path: Path, new: "pd.DataFrame") -> None:  # noqa: F821

@@ -37,6 +37,7 @@ from typing import Any
 import click
 
 from anobench.errors import AnobenchError
+from anobench.safety import check_category_name
 
 RUN_KEYS = {"out", "dataset", "data_root", "categories", "seeds", "protocol", "generators", "train", "evaluate",
             "report", "demo_data"}
@@ -218,7 +219,8 @@ def parse_run_config(data: dict[str, Any], base: Path, source: str = "config") -
         out=out,
         dataset=str(data.get("dataset", "mvtec_ad")),
         data_root=path(data["data_root"]),
-        categories=[str(c) for c in _as_list(data.get("categories"), f"{source}: categories")],
+        categories=[check_category_name(str(c), f"{source}: categories:")
+                    for c in _as_list(data.get("categories"), f"{source}: categories")],
         seeds=seeds,
         protocol=str(data.get("protocol", "thirds")),
         generators=generators,

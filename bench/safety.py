@@ -41,9 +41,9 @@ _OS_CAUSES = {
 }
 
 
-def os_error(exc: OSError, path: str | os.PathLike | None = None) -> AnobenchError:
-    """One-line :class:`AnobenchError` for an OS error: the file, then the cause."""
-    where = exc.filename or path or "?"
+def os_error(exc: OSError, path: str | os.PathLike | None = None, prefer_path: bool = False) -> AnobenchError:
+    """One-line :class:`AnobenchError` for an OS error: the file (``path`` first if preferred), then the cause."""
+    where = (path if prefer_path and path is not None else None) or exc.filename or path or "?"
     cause = _OS_CAUSES.get(exc.errno or 0, exc.strerror or exc.__class__.__name__)
     hint = ""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -233,6 +233,8 @@ def check_writable(path: str | os.PathLike, option: str) -> None:
     p = Path(path).absolute()
     for candidate in (p, *p.parents):
         if candidate.exists():
+            if candidate != p and not candidate.is_dir():
+                raise AnobenchError(f"{option} {path}: {candidate} is a file, not a folder")
             if not os.access(candidate, os.W_OK) or (candidate.is_dir() and not os.access(candidate, os.X_OK)):
                 cause = "read-only file system" if _read_only_mount(candidate) else "permission denied"
                 raise AnobenchError(f"{option} {path}: {candidate}: {cause}; write to another place")

@@ -150,6 +150,9 @@ class GeneratedSet:
             raise AnobenchError(f"{folder}: generated set is empty (no rows in {MANIFEST})")
         for row in rows:
             for key in ("image", "mask"):
+                name = str(row["files"][key])
+                if Path(name).is_absolute() or ".." in Path(name).parts:
+                    raise AnobenchError(f"{folder / MANIFEST}: sample {row.get('id')}: file {name!r} is outside the set")
                 if not (folder / row["files"][key]).exists():
                     raise AnobenchError(f"{folder / row['files'][key]}: listed in {MANIFEST} but missing")
         return cls(folder, meta, rows)
