@@ -8,7 +8,10 @@ ignores isolated hot pixels that a plain maximum would pick up.
 
 from __future__ import annotations
 
-from typing import Callable
+import importlib
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -55,32 +58,90 @@ def smooth_maps(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     return gaussian_blur(maps, [kernel, kernel], [sigma, sigma])
 
 
-_BUILDERS: dict[str, Callable[..., Detector]] = {}
+ENTRY_POINT_GROUP = "anobench.detectors"
+BUILTIN_MODULES = ("anobench.detectors.unet", "anobench.detectors.draem_disc")
 
 
-def register_detector(name: str) -> Callable:
-    """Decorator for a builder ``fn(encoder, encoder_weights) -> Detector``."""
+@dataclass(frozen=True)
+class DetectorSpec:
+    """A registered detector: its builder ``fn(encoder, encoder_weights) -> Detector`` and defaults."""
+
+    name: str
+    build: Callable[..., Detector]
+    default_weights: str = "none"  # encoder weights when --encoder-weights is not given
+    default_encoder: str | None = None
+
+
+_REGISTRY: dict[str, DetectorSpec] = {}
+_LOADED = False
+
+
+def register_detector(name: str, default_weights: str = "none", default_encoder: str | None = None) -> Callable:
+    """Decorator for a builder ``fn(encoder, encoder_weights) -> Detector``, or a Detector class."""
+    if not name or not isinstance(name, str):
+        raise AnobenchError(f"a detector needs a name to register, got {name!r}")
 
     def wrap(fn: Callable[..., Detector]) -> Callable[..., Detector]:
-        _BUILDERS[name] = fn
+        existing = _REGISTRY.get(name)
+        if existing is not None and existing.build is not fn:
+            raise AnobenchError(f"detector name {name!r} is taken by {existing.build.__module__}")
+        _REGISTRY[name] = DetectorSpec(name, fn, default_weights, default_encoder)
         return fn
 
     return wrap
 
 
+def _load_all() -> None:
+    """Built-in detectors, then plug-ins of the entry-point group, each under its entry-point name."""
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _REGISTRY:
+            continue
+        try:
+            obj = ep.load()
+        except Exception as exc:  # noqa: BLE001 - whatever the plug-in raises, name it in one line
+            raise AnobenchError(f"detector plug-in {ep.name!r} ({ep.value}) failed to load: {exc}") from None
+        register_plugin(ep.name, obj, ep.value)
+
+
+def register_plugin(name: str, obj: Any, where: str) -> None:
+    """Register an entry point's object: a builder function, or a Detector class with a ``name``."""
+    if isinstance(obj, type) and issubclass(obj, Detector):
+        declared = obj.__dict__.get("name")
+        if not declared:
+            raise AnobenchError(f"detector plug-in {name!r} ({where}): class {obj.__qualname__} has no name; "
+                                f"set name = {name!r}")
+        if declared != name:
+            raise AnobenchError(f"detector plug-in {name!r} ({where}): class {obj.__qualname__} is named "
+                                f"{declared!r}; the entry point must use that name")
+        cls = obj
+        register_detector(name, getattr(cls, "default_weights", "none"))(
+            lambda encoder=None, encoder_weights="none": cls(encoder=encoder, encoder_weights=encoder_weights))
+    elif callable(obj):
+        register_detector(name)(obj)
+    else:
+        raise AnobenchError(f"detector plug-in {name!r} ({where}) is neither a Detector class nor a builder")
+
+
+def detector_spec(name: str) -> DetectorSpec:
+    _load_all()
+    if name not in _REGISTRY:
+        raise AnobenchError(f"unknown detector {name!r} (available: {', '.join(sorted(_REGISTRY))})")
+    return _REGISTRY[name]
+
+
 def available_detectors() -> list[str]:
-    _load_builtin()
-    return sorted(_BUILDERS)
+    """Every registered detector name, built-in and plug-in: the one source of detector names."""
+    _load_all()
+    return sorted(_REGISTRY)
 
 
-def build_detector(name: str, encoder: str | None = None, encoder_weights: str = "imagenet") -> Detector:
-    """A detector by name (``unet`` or ``draem_disc``), with its encoder weights resolved offline."""
-    _load_builtin()
-    if name not in _BUILDERS:
-        raise AnobenchError(f"unknown detector {name!r} (available: {', '.join(sorted(_BUILDERS))})")
-    return _BUILDERS[name](encoder=encoder, encoder_weights=encoder_weights)
-
-
-def _load_builtin() -> None:
-    import anobench.detectors.draem_disc  # noqa: F401
-    import anobench.detectors.unet  # noqa: F401
+def build_detector(name: str, encoder: str | None = None, encoder_weights: str | None = "imagenet") -> Detector:
+    """A detector by registered name, with its encoder weights resolved offline."""
+    spec = detector_spec(name)
+    return spec.build(encoder=encoder, encoder_weights=encoder_weights or spec.default_weights)

@@ -145,3 +145,26 @@ def test_sample_randomness_depends_on_category(demo_root, tmp_path):
         generate_dataset("draem", "mvtec_ad", demo_root, category, 3, tmp_path, seed=0, image_size=64, progress=False)
     masks = {c: [read_mask(tmp_path / "draem" / c / "masks" / f"{i:05d}.png") for i in range(3)] for c in ("disc", "weave")}
     assert all(not np.array_equal(a, b) for a, b in zip(masks["disc"], masks["weave"]))
+
+
+def test_a_plugin_generator_without_a_name_is_an_error(monkeypatch):
+    import sys
+    from importlib.metadata import EntryPoint
+
+    import anobench.generators.base as base
+
+    class Nameless(base.Generator):
+        config_class = DraemConfig
+
+        def generate(self, requests):
+            return []
+
+    module = type(sys)("_anobench_test_gen_plugins")
+    module.Nameless = Nameless
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    eps = [EntryPoint("nameless", f"{module.__name__}:Nameless", base.ENTRY_POINT_GROUP)]
+    monkeypatch.setattr(base, "entry_points", lambda group: eps)
+    monkeypatch.setattr(base, "_LOADED", False)
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    with pytest.raises(AnobenchError, match="class .*Nameless has no name; set name = 'nameless'"):
+        available_generators()
