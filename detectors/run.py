@@ -62,17 +62,18 @@ class TrainedRun:
         path = folder / RUN_JSON
         if not path.exists():
             raise AnobenchError(f"{folder}: not a detector run (no {RUN_JSON}); train one with `anobench train-detector`")
-        from anobench.metadata import RUN_KEYS, read_json_object
+        from anobench.metadata import RUN_KEYS, check_keys, read_json_object
 
-        meta = read_json_object(path, RUN_KEYS)
+        meta = read_json_object(path)
+        if meta.get("status") != "trained" or not (folder / BEST_CHECKPOINT).exists():
+            raise AnobenchError(f"{folder}: training has not finished; re-run the same train-detector command to resume")
+        check_keys(path, meta, RUN_KEYS, RUN_JSON)
         try:
             config = config_from_dict(TrainConfig, meta["config"])
         except AnobenchError as exc:
             raise AnobenchError(f"{path}: config: {exc}") from None
         except (KeyError, TypeError, ValueError):
             raise AnobenchError(f"{path}: unreadable config in run.json") from None
-        if meta.get("status") != "trained" or not (folder / BEST_CHECKPOINT).exists():
-            raise AnobenchError(f"{folder}: training has not finished; re-run the same train-detector command to resume")
         return cls(folder, meta, config)
 
     def load_model(self) -> Detector:
