@@ -8,7 +8,7 @@ ignores isolated hot pixels that a plain maximum would pick up.
 
 from __future__ import annotations
 
-import importlib
+import functools
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Callable
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anobench.errors import AnobenchError
+from anobench.plugins import check_declared_name, load_entry_points
 
 IMAGE_SCORE_KERNEL = 21
 
@@ -73,7 +74,6 @@ class DetectorSpec:
 
 
 _REGISTRY: dict[str, DetectorSpec] = {}
-_LOADED = False
 
 
 def register_detector(name: str, default_weights: str = "none", default_encoder: str | None = None) -> Callable:
@@ -91,34 +91,16 @@ def register_detector(name: str, default_weights: str = "none", default_encoder:
     return wrap
 
 
+@functools.cache
 def _load_all() -> None:
     """Built-in detectors, then plug-ins of the entry-point group, each under its entry-point name."""
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in _REGISTRY:
-            continue
-        try:
-            obj = ep.load()
-        except Exception as exc:  # noqa: BLE001 - whatever the plug-in raises, name it in one line
-            raise AnobenchError(f"detector plug-in {ep.name!r} ({ep.value}) failed to load: {exc}") from None
-        register_plugin(ep.name, obj, ep.value)
+    load_entry_points(ENTRY_POINT_GROUP, "detector", _REGISTRY, register_plugin, entry_points, BUILTIN_MODULES)
 
 
 def register_plugin(name: str, obj: Any, where: str) -> None:
     """Register an entry point's object: a builder function, or a Detector class with a ``name``."""
     if isinstance(obj, type) and issubclass(obj, Detector):
-        declared = obj.__dict__.get("name")
-        if not declared:
-            raise AnobenchError(f"detector plug-in {name!r} ({where}): class {obj.__qualname__} has no name; "
-                                f"set name = {name!r}")
-        if declared != name:
-            raise AnobenchError(f"detector plug-in {name!r} ({where}): class {obj.__qualname__} is named "
-                                f"{declared!r}; the entry point must use that name")
+        check_declared_name("detector", name, obj, Detector, where)
         cls = obj
         register_detector(name, getattr(cls, "default_weights", "none"))(
             lambda encoder=None, encoder_weights="none": cls(encoder=encoder, encoder_weights=encoder_weights))

@@ -12,9 +12,9 @@ group ``anobench.generators`` (an entry point names the class)::
 
 from __future__ import annotations
 
+import functools
 import abc
 import dataclasses
-import importlib
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from anobench.errors import AnobenchError
+from anobench.plugins import check_declared_name, load_entry_points
 
 ENTRY_POINT_GROUP = "anobench.generators"
 BUILTIN_MODULES = (
@@ -162,7 +163,6 @@ class Generator(abc.ABC):
 
 
 _REGISTRY: dict[str, type[Generator]] = {}
-_LOADED = False
 
 
 def register_generator(cls: type[Generator]) -> type[Generator]:
@@ -178,35 +178,17 @@ def register_generator(cls: type[Generator]) -> type[Generator]:
     return cls
 
 
+@functools.cache
 def _load_all() -> None:
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in _REGISTRY:
-            continue
-        try:
-            cls = ep.load()
-        except Exception as exc:  # noqa: BLE001 - whatever the plug-in raises, named in one line
-            raise AnobenchError(f"generator plug-in {ep.name!r} ({ep.value}) failed to load: {exc}") from None
-        register_plugin(ep.name, cls, ep.value)
+    """Built-ins, then plug-ins of the entry-point group, once per process."""
+    load_entry_points(ENTRY_POINT_GROUP, "generator", _REGISTRY, register_plugin, entry_points, BUILTIN_MODULES)
 
 
 def register_plugin(name: str, cls: Any, where: str) -> None:
     """Register an entry point's class under the entry point's name; a class without a name is an error."""
     if not (isinstance(cls, type) and issubclass(cls, Generator)):
         raise AnobenchError(f"generator plug-in {name!r} ({where}) is not a Generator subclass")
-    declared = cls.__dict__.get("name") or next((getattr(b, "name", None) for b in cls.__mro__[1:-1]
-                                                 if b is not Generator and "name" in b.__dict__), None)
-    if not declared:
-        raise AnobenchError(f"generator plug-in {name!r} ({where}): class {cls.__qualname__} has no name; "
-                            f"set name = {name!r}")
-    if declared != name:
-        raise AnobenchError(f"generator plug-in {name!r} ({where}): class {cls.__qualname__} is named "
-                            f"{declared!r}; the entry point must use that name")
+    check_declared_name("generator", name, cls, Generator, where)
     try:
         register_generator(cls)
     except (TypeError, ValueError) as exc:

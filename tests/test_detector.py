@@ -323,7 +323,7 @@ def test_the_registry_is_the_one_source_of_detector_names(monkeypatch, generated
     eps = [EntryPoint("tiny_plugin", "_anobench_test_plugins:Tiny", base.ENTRY_POINT_GROUP)]
     builtin = dict(base._REGISTRY) if available_detectors() else {}
     monkeypatch.setattr(base, "entry_points", lambda group: eps if group == base.ENTRY_POINT_GROUP else [])
-    monkeypatch.setattr(base, "_LOADED", False)
+    base._load_all.cache_clear()
     monkeypatch.setattr(base, "_REGISTRY", dict(builtin))
     assert available_detectors() == ["draem_disc", "tiny_plugin", "unet"]
     code, out = _cli("train-detector", "--generated", generated, "--out", tmp_path / "run", "--detector",
@@ -333,7 +333,7 @@ def test_the_registry_is_the_one_source_of_detector_names(monkeypatch, generated
     code, out = _cli("train-detector", "--generated", generated, "--out", tmp_path / "r2", "--detector", "nosuch")
     assert code == 2 and "unknown detector 'nosuch' (available: draem_disc, tiny_plugin, unet)" in out
     eps[:] = [EntryPoint("nameless", "_anobench_test_plugins:Nameless", base.ENTRY_POINT_GROUP)]
-    monkeypatch.setattr(base, "_LOADED", False)
+    base._load_all.cache_clear()
     monkeypatch.setattr(base, "_REGISTRY", dict(builtin))
     with pytest.raises(AnobenchError, match="class .*Nameless has no name; set name = 'nameless'"):
         available_detectors()

@@ -178,7 +178,7 @@ def test_a_plugin_generator_without_a_name_is_an_error(monkeypatch):
     monkeypatch.setitem(sys.modules, module.__name__, module)
     eps = [EntryPoint("nameless", f"{module.__name__}:Nameless", base.ENTRY_POINT_GROUP)]
     monkeypatch.setattr(base, "entry_points", lambda group: eps)
-    monkeypatch.setattr(base, "_LOADED", False)
+    base._load_all.cache_clear()
     monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
     with pytest.raises(AnobenchError, match="class .*Nameless has no name; set name = 'nameless'"):
         available_generators()
