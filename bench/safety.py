@@ -157,11 +157,12 @@ def training_memory(image_size: int, batch_size: int) -> float:
     return float(image_size) ** 2 * TRAINING_BYTES_PER_PIXEL * max(batch_size, 1)
 
 
-def check_generation_size(image_size: int, batch_size: int, num: int, out: str | os.PathLike) -> None:
-    """Memory for one batch, and disk for ``num`` samples (at least 1 byte per pixel), before starting."""
+def check_generation_size(image_size: int, batch_size: int, num: int, out: str | os.PathLike,
+                          existing: int = 0) -> None:
+    """Memory for one batch, and disk for the samples still to make (>= 1 byte per pixel), before starting."""
     check_memory(generation_memory(image_size, batch_size),
                  f"--image-size {image_size} with --batch-size {batch_size}")
-    need = float(num) * float(image_size) ** 2  # a PNG pair compresses to no less than ~1 byte/pixel
+    need = float(max(num - existing, 0)) * float(image_size) ** 2  # a PNG pair compresses to >= ~1 byte/pixel
     free = free_disk(out)
     if free is not None and need > free:
         raise AnobenchError(f"--num {num} at --image-size {image_size} needs at least {_human(need)} of disk "
@@ -214,8 +215,11 @@ def check_generate(generator: str, data_root: str | os.PathLike, category: str, 
         raise AnobenchError(f"--image-size must be at least 1, got {image_size}")
     check_not_a_file(out, "--out")
     inputs = {"--data-root": data_root, "--anomaly-source": anomaly_source, "--checkpoint": checkpoint}
-    check_output(Path(out) / generator / category, "--out", inputs, folders=inputs)
-    check_generation_size(image_size, batch_size, num, out)
+    folder = Path(out) / generator / category
+    check_output(folder, "--out", inputs, folders=inputs)
+    images = folder / "images"
+    existing = sum(1 for _ in os.scandir(images)) if images.is_dir() else 0  # a resume needs only the rest
+    check_generation_size(image_size, batch_size, num, out, existing)
 
 
 def check_train(data_root: str | os.PathLike, category: str, generated: str | os.PathLike, out: str | os.PathLike,

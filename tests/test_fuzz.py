@@ -1062,3 +1062,19 @@ def test_concurrent_reports_and_appends_never_see_a_torn_file(tmp_path):
     for w in workers:
         w.join()
     assert reads > 0 and len(read_rows(store)) == 121
+
+
+def test_size_checks_refuse_before_allocating_and_count_what_is_left(tmp_path, monkeypatch):
+    """The estimates refuse in milliseconds; a resume is charged only for the samples still to make."""
+    import anobench.safety as safety
+    from anobench.errors import AnobenchError
+
+    started = time.perf_counter()
+    with pytest.raises(AnobenchError, match="--image-size 100000 .* memory"):
+        safety.check_generation_size(100000, 8, 1, tmp_path)
+    assert time.perf_counter() - started < 1
+    monkeypatch.setattr(safety, "free_disk", lambda path: 10 * 64 * 64)  # room for 10 more samples
+    with pytest.raises(AnobenchError, match="disk"):
+        safety.check_generation_size(64, 1, 11, tmp_path)
+    safety.check_generation_size(64, 1, 11, tmp_path, existing=1)
+    safety.check_training_size(256, 8)  # the default profiles fit this machine
