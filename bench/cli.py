@@ -91,7 +91,7 @@ def list_cmd() -> None:
 @click.option("--category", required=True, help="Category folder under the data root, e.g. bottle.")
 @click.option("--num", "-n", required=True, type=click.IntRange(min=1), help="Number of samples to generate.")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Output root; writes OUT/GENERATOR/CATEGORY.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0, max=2**63 - 1))
+@click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--split", default="thirds", show_default=True, help="Protocol: thirds, half, anomalydiffusion (leaky), dualanodiff.")
 @click.option("--anomaly-source", type=click.Path(path_type=Path), help="Folder of texture images (DRAEM uses DTD).")
 @click.option("--model", help="Diffusion weights: hub id or local diffusers folder.")
@@ -167,13 +167,15 @@ def datasets_check(root, dataset, categories) -> None:
 
 @cli.command("demo-data")
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0, max=2**63 - 1))
+@click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--size", default=256, show_default=True, type=click.IntRange(min=64))
 @click.option("--train", "n_train", default=40, show_default=True, type=click.IntRange(min=1), help="Good training images per category.")
 def demo_data(out, seed, size, n_train) -> None:
     """Write a small procedural MVTec-layout dataset (textures and an object) to OUT."""
     from anobench.demo import make_demo_dataset
+    from anobench.safety import check_seed
 
+    check_seed(seed)
     counts = make_demo_dataset(out, seed=seed, size=size, n_train=n_train)
     summary = ", ".join(f"{cat} ({n} images)" for cat, n in counts.items())
     click.echo(f"{out}: {summary}")
@@ -245,7 +247,7 @@ def report(results, fmt, metrics, layout, generated, images, out) -> None:
 @click.option("--generated", required=True, type=click.Path(path_type=Path), help="Generated set OUT/NAME/CATEGORY.")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Run folder (resumed if it exists).")
 @click.option("--profile", default="quick", show_default=True, type=click.Choice(["quick", "paper"]))
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0, max=2**63 - 1))
+@click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--detector", help="A registered detector (built-in: unet, draem_disc; plug-ins: entry-point group anobench.detectors). Default: unet.")
 @click.option("--encoder", help="smp encoder of the U-Net (default: tu-tf_efficientnet_lite0).")
 @click.option("--encoder-weights", type=click.Choice(["imagenet", "none"]), help="Default: imagenet for unet.")
@@ -307,7 +309,7 @@ def run_cmd(config, preset, out, quiet) -> None:
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Checkpoint folder (re-run to resume).")
 @click.option("--model", help="Pretrained diffusion weights to start from (local diffusers SD folder).")
 @click.option("--steps", type=click.IntRange(min=1), help="Training steps (default: the generator config's).")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0, max=2**63 - 1))
+@click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--split", default="thirds", show_default=True, help="Protocol whose reference anomalies are trained on.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a generator config field.")
@@ -317,7 +319,9 @@ def train_generator_cmd(generator, dataset, data_root, category, out, model, ste
     """Train a generator on one category's few-shot reference anomalies and normal images."""
     from anobench.config import parse_overrides
     from anobench.generator_training import train_generator
+    from anobench.safety import check_seed
 
+    check_seed(seed)
     summary = train_generator(
         generator, dataset, data_root, category, out, model=model, steps=steps, seed=seed, split=split,
         device=device, overrides=parse_overrides(overrides), progress=not quiet,

@@ -55,7 +55,7 @@ def os_error(exc: OSError, path: str | os.PathLike | None = None, prefer_path: b
 
 def check_seed(seed: int, option: str = "--seed") -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise AnobenchError(f"{option} must be an integer in [0, 2**63-1], got {seed!r}")
+        raise AnobenchError(f"{option} must be a non-negative integer (at most 2**63-1), got {seed!r}")
     return seed
 
 

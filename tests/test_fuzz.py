@@ -177,6 +177,15 @@ def _train_seed_negative(tmp, w):
     return train_args(w.data, w.generated, tmp / "run", "--seed", -3)
 
 
+def _demo_seed_negative(tmp, w):
+    return ["demo-data", tmp / "demo", "--seed", -2]
+
+
+def _train_generator_seed_negative(tmp, w):
+    return ["train-generator", "-g", "dhdiff", "--data-root", w.data, "--category", CATEGORY, "-o", tmp / "ckpt",
+            "--seed", -1]
+
+
 def _absolute_category(tmp, w):
     other = tmp / "other"
     other.mkdir()
@@ -594,6 +603,8 @@ def _rows(path: Path, n: int = 2) -> None:
 CASES: list[Case] = [
     ("seed-negative", _seed_negative, ("--seed",)),
     ("train-seed-negative", _train_seed_negative, ("--seed",)),
+    ("demo-data-seed-negative", _demo_seed_negative, ("--seed", "-2")),
+    ("train-generator-seed-negative", _train_generator_seed_negative, ("--seed",)),
     ("category-absolute", _absolute_category, ("--category",)),
     ("category-dotdot", _dotdot_category, ("--category", "../grain")),
     ("category-nested", _nested_category, ("disc/train",)),
