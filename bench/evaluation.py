@@ -139,10 +139,11 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
         raise AnobenchError(f"{data.root}: no test images under protocol {protocol!r}")
     size = run.config.image_size
     model = run.load_model()
-    from tqdm.auto import tqdm
+    from anobench.progress import progress_bar
 
     images, masks = [], []
-    for sample in tqdm(samples, desc=f"read {meta['category']} test", unit="img", disable=not progress, leave=False):
+    for sample in progress_bar(samples, desc=f"read {meta['category']} test", unit="img", disable=not progress,
+                               leave=False):
         image, mask = sample.image_and_mask(size)
         images.append(image)
         masks.append(mask)

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import anobench
 from anobench.artifacts import open_artifact, relative_path
@@ -39,6 +38,7 @@ from anobench.detectors.run import (  # noqa: F401 - re-exported for callers of 
 )
 from anobench.errors import AnobenchError
 from anobench.images import atomic_write_text
+from anobench.progress import progress_bar
 from anobench.safety import check_train
 from anobench.store import GeneratedSet
 
@@ -217,8 +217,8 @@ def _train(artifact, config: TrainConfig, model: Detector, gen: GeneratedSet, da
 
     source = BatchSource(split, config, seed)
     stop = config.steps if max_steps is None else min(config.steps, start + max_steps)
-    bar = tqdm(total=config.steps, initial=start, desc=f"train {config.detector}/{category}", unit="step",
-               disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=config.steps, initial=start, desc=f"train {config.detector}/{category}", unit="step",
+                       disable=not progress)
     from torchvision.ops import sigmoid_focal_loss
 
     try:
