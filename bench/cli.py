@@ -21,6 +21,7 @@ class _Group(click.Group):
     """Click group that turns exceptions into one-line messages."""
 
     def invoke(self, ctx: click.Context):
+        _one_line_warnings()
         try:
             return super().invoke(ctx)
         except AnobenchError as exc:
@@ -31,12 +32,37 @@ class _Group(click.Group):
             ctx.exit(130)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except OSError as exc:  # disk full, read-only disk, permissions: name the file and the cause
+            from anobench.safety import os_error
+
+            click.echo(f"error: {os_error(exc)}", err=True)
+            ctx.exit(2)
+        except MemoryError:
+            click.echo("error: out of memory; use a smaller --image-size, --batch-size or --num", err=True)
+            ctx.exit(2)
         except Exception as exc:  # noqa: BLE001 - last line of defence against tracebacks
             if os.environ.get("ANOBENCH_DEBUG"):
                 raise
             message = str(exc).splitlines()[0] if str(exc) else ""
             click.echo(f"error: {exc.__class__.__name__}: {message} (set ANOBENCH_DEBUG=1 for a traceback)", err=True)
             ctx.exit(1)
+
+
+def _one_line_warnings() -> None:
+    """anobench warnings print as ``warning: <message>`` on stderr, like errors; others as usual."""
+    import warnings
+
+    from anobench.errors import AnobenchWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, AnobenchWarning):
+            click.echo(f"warning: {message}", err=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -111,7 +137,7 @@ def datasets_check(root, dataset, categories) -> None:
     if not names:
         click.echo(f"expected {dataset} layout:\n{LAYOUTS[dataset]}", err=True)
         raise AnobenchError(f"{root}: no {dataset} categories found (expected layout above)")
-    problems = 0
+    problems = n_warnings = 0
     for name in names:
         try:
             data = load_category(dataset, root, name)
@@ -133,10 +159,11 @@ def datasets_check(root, dataset, categories) -> None:
         for group in find_duplicates(data):
             click.echo(f"  duplicate pixels: {' = '.join(group)}")
         problems += len(found)
+        n_warnings += len(warnings)
     if problems:
-        click.echo(f"{problems} problem(s) found", err=True)
+        click.echo(f"{problems} problem(s) found" + (f", {n_warnings} warning(s)" if n_warnings else ""), err=True)
         sys.exit(1)
-    click.echo("no problems found")
+    click.echo(f"no problems found, {n_warnings} warning(s) above" if n_warnings else "no problems found")
 
 
 @cli.command("demo-data")
@@ -150,7 +177,9 @@ def demo_data(out, seed, size, n_train) -> None:
     An earlier demo dataset in OUT is replaced as a whole; a folder holding anything else is refused.
     """
     from anobench.demo import make_demo_dataset
+    from anobench.safety import check_seed
 
+    check_seed(seed)
     click.echo(make_demo_dataset(out, seed=seed, size=size, n_train=n_train).line())
 
 
@@ -216,6 +245,10 @@ def report(results, fmt, metrics, layout, primary, standalone, generated, images
     from anobench.report import report_files
 
     names = [m for entry in metrics for m in entry.split(",") if m.strip()] or None
+    if out is not None:
+        from anobench.safety import check_report_output
+
+        check_report_output(out, results)
     if figures_dir is None and out is not None and not no_stats:
         figures_dir = out.parent / "figures"
     text = report_files(results, fmt, names, layout, generated=generated, images=images, statistics=not no_stats,
@@ -327,7 +360,9 @@ def train_generator_cmd(generator, dataset, data_root, category, out, model, ste
     """Train a generator on one category's few-shot reference anomalies and normal images."""
     from anobench.config import parse_overrides
     from anobench.generator_training import train_generator
+    from anobench.safety import check_seed
 
+    check_seed(seed)
     summary = train_generator(
         generator, dataset, data_root, category, out, model=model, steps=steps, seed=seed, split=split,
         device=device, overrides=parse_overrides(overrides), progress=not quiet,
