@@ -164,7 +164,7 @@ def demo_data(out, seed, size, n_train) -> None:
 def score_generation(folder, dataset, data_root, category, split, metrics, ic_variants, real, device, results,
                      quiet) -> None:
     """Score a generated set OUT/NAME/CATEGORY: IC-LPIPS, KID, FID, IS, mask truthfulness, cost."""
-    from anobench.metrics.generation import append_generation_rows, score_generated_set, write_scores_json
+    from anobench.quality import append_generation_rows, score_generated_set, write_scores_json
 
     log = None if quiet else (lambda message: click.echo(f"  {message}", err=True))
     scores = score_generated_set(folder, dataset, data_root, category, split=split, metrics=metrics or None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from typing import Any, Iterable, TypeVar
 
@@ -49,7 +50,7 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, str]:
         if "=" not in pair:
             raise AnobenchError(f"--set expects key=value, got {pair!r}")
         key, value = pair.split("=", 1)
-        out[key.strip()] = value.strip()
+        out[key.strip()] = value  # the value verbatim: text fields keep their spaces
     return out
 
 
@@ -64,7 +65,7 @@ def apply_overrides(config: C, overrides: dict[str, str]) -> C:
                 f"unknown --set key {key!r} for {type(config).__name__} "
                 f"(known: {', '.join(sorted(fields))})"
             )
-        changes[key] = _coerce(hints[key], _parse_scalar(raw), key)
+        changes[key] = _coerce(hints[key], parse_typed(hints[key], raw, key), key)
     new = dataclasses.replace(config, **changes)
     validate = getattr(new, "validate", None)
     if callable(validate):
@@ -72,19 +73,71 @@ def apply_overrides(config: C, overrides: dict[str, str]) -> C:
     return new
 
 
+def parse_typed(tp: Any, raw: str, key: str) -> Any:
+    """Parse one command-line value by the field's annotated type.
+
+    Text stays verbatim (commas, ``true`` and digits included); only an optional field takes
+    ``none``/``null`` as None. Numbers and booleans are read as JSON scalars, sequences split on
+    commas (or read as a JSON list) with each item parsed by the item type.
+    """
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if _is_union(origin):
+        options = [a for a in args if a is not type(None)]
+        if type(None) in args and raw.strip().lower() in ("none", "null"):
+            return None
+        if any(_is_text(a) for a in options):
+            return raw
+        return parse_typed(options[0], raw, key) if len(options) == 1 else _parse_scalar(raw)
+    if _is_text(tp):
+        return raw
+    if origin in (tuple, list):
+        text = raw.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                raise AnobenchError(f"{key}: cannot read {raw!r} as a list") from None
+        inner = [a for a in args if a is not Ellipsis]
+        parts = [part.strip() for part in text.split(",")] if text else []
+        if origin is tuple and inner and args[-1] is not Ellipsis and len(inner) == len(parts):
+            return [parse_typed(a, part, key) for a, part in zip(inner, parts)]
+        item = inner[0] if inner else Any
+        return [parse_typed(item, part, key) for part in parts]
+    if origin is dict:
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            raise AnobenchError(f"{key} must be a JSON mapping, got {raw!r}") from None
+    return _parse_scalar(raw)
+
+
+def _is_union(origin: Any) -> bool:
+    return origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>")
+
+
+def _is_text(tp: Any) -> bool:
+    """A plain ``str`` field, or a Literal of strings only."""
+    if tp is str:
+        return True
+    if typing.get_origin(tp) is typing.Literal:
+        return all(isinstance(a, str) for a in typing.get_args(tp))
+    return False
+
+
 def _parse_scalar(raw: str) -> Any:
-    """Parse a command-line value as JSON when it is JSON (numbers, lists, null, bools)."""
-    lowered = raw.lower()
+    """A JSON scalar (number, bool, null) when the text is one; the text itself otherwise."""
+    lowered = raw.strip().lower()
     if lowered in ("true", "false"):
         return lowered == "true"
     if lowered in ("none", "null"):
         return None
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
     except json.JSONDecodeError:
-        if "," in raw:
-            return [_parse_scalar(part) for part in raw.split(",")]
         return raw
+    if isinstance(value, float) and not math.isfinite(value):
+        raise AnobenchError(f"{raw!r} is not a finite number")
+    return value
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
@@ -93,7 +146,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     args = typing.get_args(tp)
     if tp is Any:
         return value
-    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+    if _is_union(origin):
         if value is None and type(None) in args:
             return None
         errors = []

@@ -68,7 +68,8 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
         heatmaps: how many test images to save with their heat maps (anomalous first).
         results: results file to append to (default ``RUN/results.csv``).
     """
-    from anobench.detectors.train import TrainedRun, predict_images
+    from anobench.detectors.predict import predict_images
+    from anobench.detectors.run import TrainedRun
     from anobench.metrics.detection import detection_metrics
     from anobench.results import HEATMAP_DIR, RESULTS_FILENAME, append_rows
 

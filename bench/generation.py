@@ -1,12 +1,13 @@
 """The generation loop: real category + protocol split + generator -> a generated set on disk.
 
-Sample ``i`` of a run is fixed by ``(seed, i)`` alone: that pair picks the normal source image
+Sample ``i`` of a run is fixed by ``(seed, category, i)`` alone: that pair picks the normal source image
 and the generator's per-sample seed. So a run can be killed at any point and resumed, batches
 can be any size, and the files are byte-identical to an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import resource
 import sys
 import time
@@ -67,9 +68,14 @@ def peak_memory_mb() -> float:
     return round(peak, 1)
 
 
-def source_choice(seed: int, index: int, n_normals: int) -> tuple[int, int]:
-    """(normal image index, generator seed) of sample ``index``: depends on (seed, index) only."""
-    rng = np.random.default_rng([seed, index])
+def category_key(category: str) -> int:
+    """A stable 32-bit number naming a category, so each category draws its own randomness."""
+    return int(hashlib.sha256(category.encode("utf-8")).hexdigest()[:8], 16)
+
+
+def source_choice(seed: int, category: str, index: int, n_normals: int) -> tuple[int, int]:
+    """(normal image index, generator seed) of sample ``index``: fixed by (seed, category, index)."""
+    rng = np.random.default_rng([seed, category_key(category), index])
     return int(rng.integers(n_normals)), int(rng.integers(2**63 - 1))
 
 
@@ -207,7 +213,7 @@ def generate_dataset(
 
 
 def _request(data: CategoryData, seed: int, index: int, size: int) -> SampleRequest:
-    normal, sample_seed = source_choice(seed, index, len(data.train))
+    normal, sample_seed = source_choice(seed, data.category, index, len(data.train))
     path = data.train[normal].path
     return SampleRequest(index=index, seed=sample_seed, source=read_rgb(path, size), source_path=data.relpath(path))
 

@@ -1,3 +1,4 @@
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -39,3 +40,27 @@ def test_dict_round_trip_and_hash():
     assert config_hash(cfg) != config_hash(Cfg())
     with pytest.raises(AnobenchError):
         config_from_dict(Cfg, {**data, "extra": 1})
+
+
+@dataclass
+class TextCfg:
+    prompt: str = "x"
+    label: Optional[str] = None
+    sizes: tuple[int, ...] = (1,)
+    weights: list[float] = dataclasses.field(default_factory=list)
+    mode: Literal["1", "2"] = "1"
+
+
+@pytest.mark.parametrize("raw", ["a, b, c", "true", "12", "null value", " spaced ", "[1]"])
+def test_text_fields_keep_their_text_verbatim(raw):
+    cfg = apply_overrides(TextCfg(), parse_overrides([f"prompt={raw}", f"label={raw}"]))
+    assert cfg.prompt == raw and cfg.label == raw
+
+
+def test_overrides_convert_by_field_type():
+    cfg = apply_overrides(TextCfg(), parse_overrides(["sizes=4,8", "weights=[0.5, 1]", "mode=2", "label=none"]))
+    assert cfg.sizes == (4, 8) and cfg.weights == [0.5, 1.0] and cfg.mode == "2" and cfg.label is None
+    with pytest.raises(AnobenchError, match="sizes"):
+        apply_overrides(TextCfg(), parse_overrides(["sizes=4,x"]))
+    with pytest.raises(AnobenchError, match="finite"):
+        apply_overrides(Cfg(), parse_overrides(["strength=1e400"]))

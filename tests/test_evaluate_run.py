@@ -137,3 +137,15 @@ def test_quickstart_preset_is_a_valid_grid(tmp_path):
     assert config.data_root == (tmp_path / "qs" / "demo-data").resolve()
     assert {g.name for g in config.generators} == {"draem", "crop_paste"}
     assert len(config.cells()) == 6
+
+
+def test_evaluation_and_metrics_do_not_import_the_trainer_or_the_stores():
+    """Evaluation reads a run without the training loop; generation metrics stay pure functions."""
+    import subprocess
+    import sys
+
+    code = ("import sys, anobench.evaluation, anobench.detectors.run, anobench.metrics.generation; "
+            "bad = [m for m in ('anobench.detectors.train', 'anobench.store', 'anobench.datasets.load_category') "
+            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

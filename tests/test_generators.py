@@ -132,3 +132,16 @@ def test_foreground_of_object_and_texture(demo_root):
     fg = foreground_mask(disc)
     assert 0.2 < fg.mean() < 0.6 and not fg[0, 0]
     assert foreground_mask(weave).all()
+
+
+def test_sample_randomness_depends_on_category(demo_root, tmp_path):
+    """Same seed and index, other category: other draws (draem masks used to repeat across categories)."""
+    from anobench.generation import generate_dataset, source_choice
+    from anobench.images import read_mask
+
+    assert source_choice(0, "disc", 0, 1000) != source_choice(0, "weave", 0, 1000)
+    assert source_choice(0, "disc", 0, 1000) == source_choice(0, "disc", 0, 1000)
+    for category in ("disc", "weave"):
+        generate_dataset("draem", "mvtec_ad", demo_root, category, 3, tmp_path, seed=0, image_size=64, progress=False)
+    masks = {c: [read_mask(tmp_path / "draem" / c / "masks" / f"{i:05d}.png") for i in range(3)] for c in ("disc", "weave")}
+    assert all(not np.array_equal(a, b) for a, b in zip(masks["disc"], masks["weave"]))
