@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,11 +50,22 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def generated(demo_root, tmp_path_factory):
-    from anobench.generation import generate_dataset
+def generated(tmp_path_factory):
+    """12 fixed 64 px samples written directly (a generator's later changes cannot move the pin)."""
+    from anobench.store import DatasetWriter
 
-    return generate_dataset("draem", "mvtec_ad", demo_root, "disc", 12, tmp_path_factory.mktemp("gen"), seed=0,
-                            image_size=64, progress=False).folder
+    folder = tmp_path_factory.mktemp("gen") / "fixed" / "disc"
+    writer = DatasetWriter(folder, {"generator": "fixed", "dataset": "mvtec_ad", "category": "disc"})
+    rng = np.random.default_rng(0)
+    for index in range(12):
+        image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        mask = np.zeros((64, 64), bool)
+        y, x = rng.integers(4, 44, 2)
+        mask[y:y + 16, x:x + 16] = True
+        image[mask] = 255 - image[mask]
+        writer.add(index, image, mask, {})
+    writer.write_meta(status="done")
+    return folder
 
 
 @pytest.mark.parametrize("channels_last", ["false", "true"])
