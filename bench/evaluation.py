@@ -28,7 +28,8 @@ import anobench
 from anobench.datasets import load_category
 from anobench.errors import AnobenchError
 from anobench.images import atomic_write_bytes, atomic_write_text, png_bytes
-from anobench.protocol import split_category
+from anobench.artifacts import resolve_stored_path
+from anobench.protocol import frozen_split, split_category
 from anobench.quality import DEVICE_PREFIX
 
 TEST_SETS = ("protocol", "all")
@@ -59,6 +60,37 @@ def result_config_hash(meta: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
+def setup_columns(meta: dict[str, Any], config, n_test: int, n_anomalous: int, leaky: bool) -> dict[str, str]:
+    """The setup cells of a result row (:data:`anobench.results.SETUP_COLUMNS`), from run.json."""
+    saw = meta.get("reference_anomalies")
+    return {
+        "generator_config_hash": str(meta.get("generator_config_hash") or ""),
+        "n_generated": str(meta.get("generated_samples", "")),
+        "reference_anomalies": "" if saw is None else str(bool(saw)).lower(),
+        "encoder": str(config.encoder or ""),
+        "encoder_weights": str(config.encoder_weights or ""),
+        "profile": str(meta.get("profile", "")),
+        "steps": str(config.steps),
+        "lr": f"{config.lr:g}",
+        "image_size": str(config.image_size),
+        "map_sigma": f"{config.map_sigma:g}",
+        "n_test": str(n_test),
+        "n_test_anomalous": str(n_anomalous),
+        "leaky": str(bool(leaky)).lower(),
+    }
+
+
+def _run_split(data, meta: dict[str, Any], folder: Path):
+    """The split frozen into the run (from its generated set), verified; never recomputed by name.
+
+    Runs made before splits were frozen carry only the protocol name: their split is recomputed.
+    """
+    recorded = meta.get("protocol_split")
+    if isinstance(recorded, dict) and isinstance(recorded.get("test"), list):
+        return frozen_split(data, recorded, folder / "run.json")
+    return split_category(data, meta.get("protocol", "thirds"))
+
+
 def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | Path | None = None,
              heatmaps: int = 8, results: str | Path | None = None, batch_size: int = 8,
              progress: bool = True, device: str = "auto", precision: str = "auto",
@@ -86,12 +118,20 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
     started = time.perf_counter()
     run = TrainedRun.open(run_dir)
     meta = run.meta
-    data = load_category(meta["dataset"], data_root or meta["data_root"], meta["category"])
+    root = Path(data_root) if data_root is not None else resolve_stored_path(Path(run_dir), meta, "data_root")
+    if root is None:
+        raise AnobenchError(f"{run_dir}: the dataset it was trained on is not at "
+                            f"{meta.get('data_root_abs') or meta.get('data_root')}; pass --data-root")
+    data = load_category(meta["dataset"], root, meta["category"])
+    split = _run_split(data, meta, Path(run_dir))
     if test_set == ALL_TEST_IMAGES:
         samples, protocol = list(data.test), ALL_TEST_IMAGES
+        # every test image includes the references: leaky for a generator that saw them
+        leaky = bool(split.references) and bool(meta.get("reference_anomalies", True))
     else:
-        protocol = meta.get("protocol", "thirds")
-        samples = split_category(data, protocol).test
+        protocol = split.name
+        samples = split.test
+        leaky = split.leaky
     if not samples:
         raise AnobenchError(f"{data.root}: no test images under protocol {protocol!r}")
     size = run.config.image_size
@@ -120,10 +160,11 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
     _write_scores(folder / f"scores-{protocol}.csv", samples, data, scores)
     if heatmaps and test_set != ALL_TEST_IMAGES:
         save_heatmaps(folder / HEATMAP_DIR, samples, images, masks, maps, scores, limit=heatmaps)
+    setup = setup_columns(meta, run.config, n_test=len(samples), n_anomalous=int(labels.sum()), leaky=leaky)
     rows = [{
         "dataset": meta["dataset"], "category": meta["category"], "generator": meta["generator"],
         "detector": meta["detector"], "seed": int(meta["seed"]), "protocol": protocol, "metric": name,
-        "value": float(value), "config_hash": result_config_hash(meta), "version": anobench.__version__,
+        "value": float(value), "config_hash": result_config_hash(meta), "version": anobench.__version__, **setup,
     } for name, value in metrics.items()]
     rows.append({**rows[0], "metric": DEVICE_PREFIX + device_label(execution.device), "value": 1.0})
     results_path = Path(results) if results else folder / RESULTS_FILENAME

@@ -118,9 +118,9 @@ def _parse_metrics(metrics: Iterable[str] | None) -> list[str]:
 
 def score_generated_set(
     folder: str | os.PathLike,
-    dataset: str,
-    data_root: str | os.PathLike,
-    category: str,
+    dataset: str | None = None,
+    data_root: str | os.PathLike | None = None,
+    category: str | None = None,
     split: str | None = None,
     metrics: Iterable[str] | None = None,
     ic_lpips_variants: Sequence[str] = ("dualanodiff", "dfmgan"),
@@ -132,13 +132,14 @@ def score_generated_set(
 ) -> GenerationScores:
     """Score one generated set (``OUT/<generator>/<category>``) against its real category.
 
-    ``split`` defaults to the protocol the set was generated under. IC-LPIPS uses the split's
+    Dataset, category and data root default to the set's own ``dataset.json``; ``split``
+    defaults to the split frozen into the set (read back and verified, not recomputed). IC-LPIPS uses the split's
     few-shot references; KID/FID compare with the ``real`` anomalies (all real anomalies of the
     category by default, the most images a small category has); mask statistics compare with all
     real defects of the category.
     """
     from anobench.datasets import load_category
-    from anobench.protocol import split_category
+    from anobench.protocol import frozen_split, split_category
     from anobench.store import GeneratedSet
 
     say = log or (lambda message: None)
@@ -150,13 +151,20 @@ def score_generated_set(
         raise AnobenchError(f"real set must be all, references or test, got {real!r}")
     gen = GeneratedSet.open(folder)
     meta = gen.meta
-    if meta.get("category") not in (None, category):
+    if category is not None and meta.get("category") not in (None, category):
         raise AnobenchError(f"{folder}: generated for category {meta.get('category')!r}, not {category!r}")
-    if meta.get("dataset") not in (None, dataset):
+    if dataset is not None and meta.get("dataset") not in (None, dataset):
         raise AnobenchError(f"{folder}: generated from dataset {meta.get('dataset')!r}, not {dataset!r}")
-    data = load_category(dataset, data_root, category)
-    protocol_name = split or (meta.get("protocol") or {}).get("name") or "thirds"
-    protocol = split_category(data, protocol_name)
+    dataset, category = dataset or meta.get("dataset"), category or meta.get("category")
+    if not dataset or not category:
+        raise AnobenchError(f"{folder}: dataset.json names no dataset or category; pass --dataset and --category")
+    data = load_category(dataset, data_root if data_root is not None else gen.data_root(), category)
+    recorded = meta.get("protocol") or {}
+    if split is None and isinstance(recorded.get("test"), list):
+        protocol = frozen_split(data, recorded, Path(folder) / "dataset.json")
+    else:
+        protocol = split_category(data, split or recorded.get("name") or "thirds")
+    protocol_name = protocol.name
     size = int(meta.get("image_size") or 256)
     scores = GenerationScores(
         generator=gen.generator, dataset=dataset, category=category, protocol=protocol_name,

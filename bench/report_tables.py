@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from anobench.errors import AnobenchError
-from anobench.results import KEY_COLUMNS, NO_DETECTOR, RESULT_COLUMNS
+from anobench.results import BASE_COLUMNS, KEY_COLUMNS, NO_DETECTOR, SETUP_COLUMNS
 
 PAIRS = {
     "table2": ("image_auroc", "pixel_auroc"),  # DH-Diff Table II: (image AUROC, pixel AUROC)
@@ -47,6 +47,10 @@ QUALITY_STYLE: dict[str, tuple[str, str, bool | None]] = {
     "mask_components_w1": ("components W1", "{:.2f}", False),
     "seconds_per_sample": ("s/sample", "{:.3g}", False), "peak_memory_mb": ("peak MiB", "{:.0f}", False),
 }
+LEAKY_MARK = "†"  # a cell measured on a test set that shares images with the generator's references
+# setup fields that tell two setups of one generator apart in a column label (test-set facts excluded)
+SETUP_LABEL_FIELDS = ("n_generated", "reference_anomalies", "encoder", "encoder_weights", "profile", "steps", "lr",
+                      "image_size", "map_sigma", "generator_config_hash")
 DEVICE_PREFIX = "device="  # issue 6 stores the device as metric "device=<name>", value 1
 MISSING = "–"
 
@@ -77,6 +81,7 @@ class Cell:
 
     values: list[Value] = field(default_factory=list)
     text: str | None = None
+    mark: str = ""  # appended in every text format, e.g. LEAKY_MARK
 
     @property
     def missing(self) -> bool:
@@ -142,9 +147,12 @@ def _detection_table(df, group: tuple[str, ...], dataset: str, protocol: str, de
     df = df[df["metric"].isin(group)]
     values = {key: grp["value"].to_numpy(dtype=float) for key, grp in df.groupby(["category", "generator", "metric"])}
     per_seed = df.groupby(["generator", "metric", "seed"])
+    leaky = {key for key, grp in df.groupby(["category", "generator"])
+             if grp["leaky"].astype(str).str.lower().isin(("true", "1")).any()}
     rows = []
     for category in categories:
-        cells = [Cell([_value(values.get((category, g, m))) for m in group]) for g in generators]
+        cells = [Cell([_value(values.get((category, g, m))) for m in group],
+                      mark=LEAKY_MARK if (category, g) in leaky else "") for g in generators]
         rows.append(Row([category], cells))
     # mean row: mean over categories; std over the seeds' category means
     mean_cells, incomplete = [], []
@@ -173,8 +181,33 @@ def _detection_table(df, group: tuple[str, ...], dataset: str, protocol: str, de
     if len(n_seeds) and n_seeds.max() > 1:
         notes.append(f"Mean ± std over {int(n_seeds.min())}-{int(n_seeds.max())} seeds."
                      if n_seeds.min() != n_seeds.max() else f"Mean ± std over {int(n_seeds.max())} seeds.")
-    title = f"{dataset}: {what} in %, detector {detector}, protocol {protocol}"
-    return Table(title, ["Category"], generators, labels, rows, notes)
+    leaky_generators = {g for _, g in leaky}
+    if leaky_generators:
+        notes.append(f"{LEAKY_MARK} leaky: the test set shares images with the reference anomalies this "
+                     "generator saw.")
+    title = f"{dataset}: {what} in %, detector {detector}, protocol {protocol}{_setup_caption(df)}"
+    columns = [f"{g} {LEAKY_MARK}" if g in leaky_generators else g for g in generators]
+    return Table(title, ["Category"], columns, labels, rows, notes)
+
+
+def _setup_caption(df) -> str:
+    """Profile and test-set size for a caption (one test-set size per category, summed)."""
+    def joined(column: str) -> str:
+        values = sorted({str(v) for v in df[column] if str(v)})
+        return "/".join(values)
+
+    parts = []
+    if joined("profile"):
+        parts.append(f"profile {joined('profile')}")
+    sizes = df[df["n_test"].astype(str) != ""].groupby("category").first()
+    if len(sizes):
+        try:
+            n_test = sum(int(float(v)) for v in sizes["n_test"])
+            n_anom = sum(int(float(v)) for v in sizes["n_test_anomalous"] if str(v))
+            parts.append(f"{n_test} test images ({n_anom} anomalous)")
+        except ValueError:
+            pass
+    return (", " + ", ".join(parts)) if parts else ""
 
 
 def _layout_groups(layout: str | None, metrics: list[str] | None, det_names: list[str]) -> list[tuple[str, ...]]:
@@ -248,12 +281,35 @@ def _quality_label(metric: str) -> str:
 
 def _latest(df):
     """Rows in result columns; a re-evaluated measurement (same key) keeps its last value."""
-    missing = [c for c in RESULT_COLUMNS if c not in df.columns]
+    missing = [c for c in BASE_COLUMNS if c not in df.columns]
     if missing:
         raise AnobenchError(f"result rows lack columns {', '.join(missing)}")
     if len(df) == 0:
         raise AnobenchError("nothing to report: the results are empty")
-    return df.drop_duplicates(subset=list(KEY_COLUMNS), keep="last")
+    df = df.assign(**{c: "" for c in SETUP_COLUMNS if c not in df.columns})  # rows of the older layout
+    return label_setups(df.drop_duplicates(subset=list(KEY_COLUMNS), keep="last"))
+
+
+def label_setups(df):
+    """Give each setup of one generator its own column label, so two setups never merge.
+
+    A generator measured under one ``config_hash`` keeps its name; several setups become
+    ``name (field=value, ...)`` over the setup fields that differ (``name #hash`` when none does).
+    """
+    df = df.copy()
+    for (dataset, detector, generator), part in df.groupby(["dataset", "detector", "generator"], sort=False):
+        hashes = sorted(part["config_hash"].unique())
+        if len(hashes) < 2:
+            continue
+        setups = {h: part[part["config_hash"] == h].iloc[0] for h in hashes}
+        differ = [f for f in SETUP_LABEL_FIELDS if len({str(r[f]) for r in setups.values()}) > 1]
+        labels = {h: f"{generator} ({', '.join(f'{f}={r[f]}' for f in differ)})" if differ else f"{generator} #{h[:6]}"
+                  for h, r in setups.items()}
+        if len(set(labels.values())) < len(labels):
+            labels = {h: f"{label} #{h[:6]}" for h, label in labels.items()}
+        where = (df["dataset"] == dataset) & (df["detector"] == detector) & (df["generator"] == generator)
+        df.loc[where, "generator"] = df.loc[where, "config_hash"].map(labels)
+    return df
 
 
 def _ordered(names: set[str], order: tuple[str, ...]) -> list[str]:

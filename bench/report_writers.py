@@ -16,13 +16,14 @@ def _cell_text(cell: Cell, bold: Callable[[str], str], pm: str = " ± ", escape:
     if cell.text is not None:
         return escape(cell.text)
     texts = [missing if v.missing else bold(v.text(pm)) if v.bold else v.text(pm) for v in cell.values]
-    return texts[0] if len(texts) == 1 else "(" + ", ".join(texts) + ")"
+    text = texts[0] if len(texts) == 1 else "(" + ", ".join(texts) + ")"
+    return text + escape(cell.mark) if cell.mark else text
 
 
 def _latex_escape(text: str) -> str:
     table = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
              "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-             "±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", MISSING: "--"}
+             "±": r"$\pm$", "†": r"$^\dagger$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", MISSING: "--"}
     return "".join(table.get(ch, ch) for ch in str(text))
 
 

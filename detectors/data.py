@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from anobench.detectors.profiles import TrainConfig
+from anobench.errors import AnobenchError
 from anobench.images import read_mask, read_rgb
 from anobench.store import GeneratedSet
 
@@ -63,6 +64,50 @@ class TrainingData:
             val_normals=[normals[i] for i in sorted(normal_order[:n_val_normals])],
             val_synthetic=[pairs[i] for i in sorted(order[:n_val])],
         )
+
+    def to_record(self, generated: GeneratedSet, relpath) -> dict[str, Any]:
+        """The split as run.json freezes it: sample ids with their image sha256, normal file names."""
+        by_image = {generated.image_path(i): generated.rows[i] for i in range(len(generated))}
+
+        def ids(pairs: list[tuple[Path, Path]]) -> list[dict[str, Any]]:
+            rows = [by_image[image] for image, _ in pairs]
+            return [{"index": int(r["index"]), "sha256": (r.get("sha256") or {}).get("image")} for r in rows]
+
+        return {"train_synthetic": ids(self.synthetic), "val_synthetic": ids(self.val_synthetic),
+                "train_normals": [relpath(p) for p in self.normals],
+                "val_normals": [relpath(p) for p in self.val_normals]}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], generated: GeneratedSet, normals: list[Path], relpath,
+                    where: Path) -> "TrainingData":
+        """The frozen split read back; a sample missing from the set or changed since is refused."""
+        rows = {int(r["index"]): (i, r) for i, r in enumerate(generated.rows)}
+        by_name = {relpath(p): p for p in normals}
+
+        def pairs(entries: list[dict[str, Any]]) -> list[tuple[Path, Path]]:
+            out = []
+            for entry in entries:
+                found = rows.get(int(entry["index"]))
+                if found is None:
+                    raise AnobenchError(f"{where}: sample {entry['index']} of the frozen training split is no "
+                                        f"longer in {generated.folder}")
+                i, row = found
+                if entry.get("sha256") and (row.get("sha256") or {}).get("image") != entry["sha256"]:
+                    raise AnobenchError(f"{generated.image_path(i)}: changed since {where} froze its training split")
+                out.append((generated.image_path(i), generated.mask_path(i)))
+            return out
+
+        def files(names: list[str]) -> list[Path]:
+            missing = [n for n in names if n not in by_name]
+            if missing:
+                raise AnobenchError(f"{where}: normal image {missing[0]} of the frozen split is not in the data")
+            return [by_name[n] for n in names]
+
+        try:
+            return cls(files(record["train_normals"]), pairs(record["train_synthetic"]),
+                       files(record["val_normals"]), pairs(record["val_synthetic"]))
+        except (KeyError, TypeError, ValueError):
+            raise AnobenchError(f"{where}: unreadable frozen training split") from None
 
     def summary(self) -> dict[str, int]:
         return {"train_normals": len(self.normals), "train_synthetic": len(self.synthetic),

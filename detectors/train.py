@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 import anobench
+from anobench.artifacts import open_artifact, relative_path
 from anobench.config import config_hash, config_to_dict
 from anobench.datasets import load_category
 from anobench.detectors.base import Detector, build_detector
@@ -57,32 +58,9 @@ class TrainSummary:
                 f"checkpoint of step {self.best_step} (validation score {score})")
 
 
-def _run_identity(meta: dict[str, Any]) -> dict[str, Any]:
-    keys = ("dataset", "category", "generated", "generator", "seed", "config_hash")
-    return {k: meta.get(k) for k in keys}
-
-
-def _open_run(out: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """Create ``out`` or re-open it; a folder holding a different run is refused."""
-    path = out / RUN_JSON
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise AnobenchError(f"{path}: unreadable run.json; use another --out or delete the folder") from None
-        if old.get("category") != meta["category"] or old.get("dataset") != meta["dataset"]:
-            raise AnobenchError(
-                f"{out}: holds a run for {old.get('dataset')}/{old.get('category')}, not "
-                f"{meta['dataset']}/{meta['category']}; use another --out"
-            )
-        diff = [k for k, v in _run_identity(meta).items() if old.get(k) != v]
-        if diff:
-            raise AnobenchError(f"{out}: holds a run with other settings ({', '.join(diff)} differ); "
-                                "use another --out or delete it")
-        return old
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    return meta
+# run.json keys that must match for a run to resume (no paths: a moved or copied grid resumes)
+IDENTITY_KEYS = ("dataset", "category", "generator", "generator_config_hash", "generation_seed",
+                 "generated_samples", "protocol", "seed", "config_hash")
 
 
 def _truncate_log(path: Path, last_step: int) -> None:
@@ -129,9 +107,9 @@ def validation_score(model: Detector, data: TrainingData, cache: ImageCache, cha
 
 
 def train_detector(
-    dataset: str,
-    data_root: str | Path,
-    category: str,
+    dataset: str | None,
+    data_root: str | Path | None,
+    category: str | None,
     generated: str | Path,
     out: str | Path,
     profile: str = "quick",
@@ -149,45 +127,81 @@ def train_detector(
 ) -> TrainSummary:
     """Train (or resume) a detector on ``generated`` plus the category's normals into ``out``.
 
+    Dataset, category and data root come from the generated set's ``dataset.json``; the
+    arguments only check them (``data_root`` points at moved data). The train/validation split
+    is frozen into run.json at the first start and read back on resume, so a set that grew since
+    does not move samples between the two. ``max_steps`` stops early after that many steps in
+    this call (the run stays resumable): tests use it to simulate a kill.
+
     ``device``/``precision``/``workers``/``deterministic`` say where it runs
     (:class:`anobench.devices.Execution`); run.json records them under ``execution``. On the
-    CPU the defaults are main's fp32 loop, bit for bit. ``max_steps`` stops early after that
-    many steps in this call (the run stays resumable): tests use it to simulate a kill.
+    CPU the defaults are main's fp32 loop, bit for bit.
     """
     execution = Execution.resolve(device, precision, workers, deterministic)
     config = profile_config(profile, overrides, detector=detector, encoder=encoder, encoder_weights=encoder_weights)
-    data = load_category(dataset, data_root, category)
     gen = GeneratedSet.open(generated)
-    _check_generated(gen, dataset, category, Path(generated))
-    protocol = (gen.meta.get("protocol") or {}).get("name", "thirds")
+    dataset, category = _check_generated(gen, dataset, category, Path(generated))
+    root = Path(data_root) if data_root is not None else gen.data_root()
+    data = load_category(dataset, root, category)
     out = Path(out)
+    torch.manual_seed(seed)
+    model = build_detector(config.detector, config.encoder, config.encoder_weights)  # a bad encoder fails here
+    frozen = _frozen_record(out)
     meta = {
         "dataset": dataset,
         "category": category,
-        "data_root": str(Path(data_root).resolve()),
-        "generated": str(Path(generated).resolve()),
+        "data_root": relative_path(root, out),
+        "data_root_abs": str(root.resolve()),
+        "generated": relative_path(gen.folder, out),
+        "generated_abs": str(gen.folder.resolve()),
         "generator": gen.generator,
         "generator_config_hash": gen.meta.get("config_hash"),
-        "generated_samples": len(gen),
-        "protocol": protocol,
+        "generation_seed": gen.meta.get("seed"),
+        "generated_samples": _frozen_count(frozen, len(gen)),
+        "reference_anomalies": gen.meta.get("reference_anomalies"),
+        "protocol": (gen.meta.get("protocol") or {}).get("name", "thirds"),
+        "protocol_split": gen.meta.get("protocol"),
         "seed": seed,
         "profile": profile,
         "detector": config.detector,
         "config": config_to_dict(config),
         "config_hash": config_hash(config),
         "anobench_version": anobench.__version__,
-        "status": "training",
     }
-    meta = _open_run(out, meta)
+    with open_artifact(out, RUN_JSON, meta, IDENTITY_KEYS, "detector run") as artifact:
+        return _train(artifact, config, model, gen, data, seed, progress, max_steps, execution)
+
+
+def _frozen_record(out: Path) -> dict[str, Any] | None:
+    path = out / RUN_JSON
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text()).get("training_split")
+    except (OSError, ValueError, AttributeError):
+        return None  # open_artifact names an unreadable run.json
+
+
+def _frozen_count(frozen: dict[str, Any] | None, available: int) -> int:
+    if not frozen:
+        return available
+    return len(frozen.get("train_synthetic", [])) + len(frozen.get("val_synthetic", []))
+
+
+def _train(artifact, config: TrainConfig, model: Detector, gen: GeneratedSet, data, seed: int, progress: bool,
+           max_steps: int | None, execution: Execution) -> TrainSummary:
+    out, meta, category = artifact.folder, artifact.meta, data.category
     if meta.get("status") == "trained" and (out / BEST_CHECKPOINT).exists():
         return TrainSummary(out, meta["config"]["steps"], meta["best"]["step"], meta["best"]["score"],
                             meta.get("train_seconds", 0.0), meta["config"]["steps"])
-
-    split = TrainingData.split([s.path for s in data.train], gen, config, seed)
+    normals = [s.path for s in data.train]
+    if meta.get("training_split"):
+        split = TrainingData.from_record(meta["training_split"], gen, normals, data.relpath, out / RUN_JSON)
+    else:
+        split = TrainingData.split(normals, gen, config, seed)
+        artifact.save(training_split=split.to_record(gen, data.relpath))
     if execution.deterministic or execution.device != "cpu":
         set_deterministic(execution.deterministic)
-    torch.manual_seed(seed)
-    model = build_detector(config.detector, config.encoder, config.encoder_weights)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = model.to(execution.device)
@@ -213,8 +227,7 @@ def train_detector(
     _truncate_log(out / VAL_LOG, start)
     loss_log = _CsvLog(out / LOSS_LOG, ["step", "loss", "lr", "seconds"])
     val_log = _CsvLog(out / VAL_LOG, ["step", "image_auroc", "pixel_ap", "score"])
-    meta.update(split=split.summary(), status="training", execution=execution.record())
-    atomic_write_text(out / RUN_JSON, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    artifact.save(split=split.summary(), status="training", execution=execution.record())
 
     stop = config.steps if max_steps is None else min(config.steps, start + max_steps)
     batches = step_batches(split, config, seed, start, stop, execution.workers, execution.pin_memory)
@@ -275,10 +288,9 @@ def train_detector(
         val_log.close()
 
     if stop == config.steps:
-        meta.update(status="trained", best=best, train_seconds=round(seconds, 1),
-                    steps_per_second=round((config.steps - resumed_from) / max(seconds, 1e-9), 4),
-                    peak_gpu_memory_mb=peak_gpu_memory_mb(execution.device))
-        atomic_write_text(out / RUN_JSON, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        artifact.save(status="trained", best=best, train_seconds=round(seconds, 1),
+                      steps_per_second=round((config.steps - resumed_from) / max(seconds, 1e-9), 4),
+                      peak_gpu_memory_mb=peak_gpu_memory_mb(execution.device))
     return TrainSummary(out, stop, best["step"], best["score"], seconds, resumed_from)
 
 
@@ -290,10 +302,14 @@ def _accelerator_state(execution: Execution, scaler) -> dict[str, Any]:
             "scaler": scaler.state_dict() if scaler is not None else None}
 
 
-def _check_generated(gen: GeneratedSet, dataset: str, category: str, folder: Path) -> None:
-    if gen.meta.get("category") not in (None, category):
-        raise AnobenchError(f"{folder}: generated set is for category {gen.meta.get('category')!r}, not {category!r}")
-    if gen.meta.get("dataset") not in (None, dataset):
-        raise AnobenchError(f"{folder}: generated set is for dataset {gen.meta.get('dataset')!r}, not {dataset!r}")
-
-
+def _check_generated(gen: GeneratedSet, dataset: str | None, category: str | None,
+                     folder: Path) -> tuple[str, str]:
+    """The set's own dataset and category (given ones must agree with them)."""
+    for key, given in (("category", category), ("dataset", dataset)):
+        recorded = gen.meta.get(key)
+        if given is not None and recorded not in (None, given):
+            raise AnobenchError(f"{folder}: generated set is for {key} {recorded!r}, not {given!r}")
+    dataset, category = dataset or gen.meta.get("dataset"), category or gen.meta.get("category")
+    if not dataset or not category:
+        raise AnobenchError(f"{folder}: dataset.json names no dataset or category; pass --dataset and --category")
+    return str(dataset), str(category)
