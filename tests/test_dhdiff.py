@@ -38,7 +38,7 @@ from anobench.generators.dhdiff.preprocess import (
     raw_mask_cells,
     sample_cells,
 )
-from anobench.generators.dhdiff.train import TrainingSet, fit, make_batch, training_loss
+from anobench.generators.dhdiff.train import TrainingSet, fit, make_batch, train, training_loss
 
 DEFECTS = ["hole", "scratch"]
 
@@ -652,3 +652,72 @@ def test_bottle_short_training_lowers_loss_and_generates(shared_data, tmp_path):
     out = generate_dataset("dhdiff", "mvtec_ad", shared_data / "mvtec_ad", "bottle", 2, tmp_path / "gen",
                            checkpoint=tmp_path / "ckpt", overrides={"threads": "1"}, progress=False)
     assert out.total == 2
+
+
+# --- SD scale: start equal to SD, prediction type, mixed precision, checkpointing, hub ids ------------
+
+
+def _sd_equality(placement, sd_folder):
+    from diffusers import UNet2DConditionModel
+
+    from anobench.generators.dhdiff.model import load_sd_unet
+
+    plain = UNet2DConditionModel.from_pretrained(sd_folder, subfolder="unet").eval()
+    model = DHDiffUNet(load_sd_unet(str(sd_folder)), placement).eval()
+    torch.manual_seed(0)
+    z_i, z_a, z_r = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    text, t = torch.randn(2, 77, 32), torch.tensor([10, 500])
+    with torch.no_grad():
+        eps_i, eps_a = model(z_i, z_a, t, text, z_reference=z_r)
+        ref_i = plain(z_i, t, encoder_hidden_states=text).sample
+        ref_a = plain(z_a, t, encoder_hidden_states=text).sample
+    return max(float((eps_i - ref_i).abs().max()), float((eps_a - ref_a).abs().max()))
+
+
+def test_sd_start_equals_sd_only_with_dda_at_every_site(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from tiny_sd import save_tiny_sd
+
+    sd = save_tiny_sd(tmp_path / "sd")
+    everywhere = Placement("all", "all", True, "all", "every_other", True)
+    assert _sd_equality(everywhere, sd) < 1e-5  # DDA + SSM at init: SD on each domain
+    assert _sd_equality(Placement(), sd) > 1e-3  # the paper's default: joint attention mixes the domains
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+def test_training_target_follows_the_prediction_type(kind):
+    from anobench.generators.dhdiff.train import prediction_target
+
+    scheduler = training_scheduler({"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2",
+                                    "prediction_type": kind})
+    clean, noise, t = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8), torch.tensor([100, 900])
+    target = prediction_target(scheduler, clean, noise, t)
+    alpha = scheduler.alphas_cumprod[t].sqrt().view(-1, 1, 1, 1)
+    sigma = (1 - scheduler.alphas_cumprod[t]).sqrt().view(-1, 1, 1, 1)
+    expected = {"epsilon": noise, "v_prediction": alpha * noise - sigma * clean, "sample": clean}[kind]
+    assert torch.allclose(target, expected, atol=1e-6)
+
+
+def test_bf16_autocast_and_gradient_checkpointing_train_on_cpu(tmp_path):
+    """The low-memory path (autocast + recomputation) runs and learns on the CPU too."""
+    config = tiny_config(batch_size=2, resolution=16, block_out_channels=(16, 16), steps=2, checkpoint_every=2,
+                         precision="bf16", gradient_checkpointing=True, ema_decay=0.0)
+    bundle = build_bundle(config, "box", DEFECTS, seed=0)
+    data = toy_training_set(size=16)
+    summary = train(bundle, data, tmp_path / "ckpt", steps=2, progress=False)
+    assert np.isfinite(summary["loss"]) and bundle.backbone.unet.is_gradient_checkpointing
+    with pytest.raises(AnobenchError, match="fp16 needs a GPU"):
+        train(build_bundle(tiny_config(precision="fp16"), "box", DEFECTS), data, tmp_path / "x", steps=1,
+              progress=False)
+
+
+def test_a_cached_hub_id_resolves_to_its_snapshot(tmp_path, monkeypatch):
+    from anobench.generators.sd_weights import resolve_sd_weights
+
+    monkeypatch.delenv("ANOBENCH_ALLOW_DOWNLOAD", raising=False)
+    assert resolve_sd_weights(str(tmp_path), "dhdiff") == tmp_path
+    with pytest.raises(AnobenchError, match="neither a local folder nor a hub id"):
+        resolve_sd_weights("no-such-org/no-such-model", "dhdiff")
+    snapshot = tmp_path / "snap"
+    monkeypatch.setattr("huggingface_hub.snapshot_download", lambda repo, local_files_only: str(snapshot))
+    assert resolve_sd_weights("org/model", "dhdiff") == snapshot

@@ -113,6 +113,10 @@ def load_pipeline(model: str | None, device: str = "cpu", dtype: str = "auto", v
     """
     if not model:
         raise AnobenchError(MISSING_WEIGHTS)
+    from anobench.generators.sd_weights import downloads_allowed, resolve_sd_weights
+
+    if not Path(model).expanduser().exists() and not downloads_allowed():
+        model = str(resolve_sd_weights(model, "deltadeno"))  # a cached hub id: its snapshot folder
     path = Path(model).expanduser()
     if path.exists():
         if not (path / "model_index.json").is_file():

@@ -106,12 +106,12 @@ def _vocabulary(category: str, defect_types: list[str]) -> list[str]:
 
 
 def _check_sd_folder(model: str) -> Path:
-    folder = Path(model)
+    """A local diffusers SD folder, or a hub id's cached snapshot (the resolver DeltaDeno uses)."""
+    from anobench.generators.sd_weights import resolve_sd_weights
+
+    folder = resolve_sd_weights(model, "dhdiff --model (omit it for the small from-scratch model)")
     if not folder.is_dir():
-        raise AnobenchError(
-            f"--model {model}: not a local folder (no Stable Diffusion weights can be downloaded here; "
-            "pass a diffusers SD folder, or omit --model for the small from-scratch model)"
-        )
+        raise AnobenchError(f"--model {model}: not a folder; pass a diffusers Stable Diffusion folder")
     missing = [sub for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not (folder / sub).is_dir()]
     if missing:
         raise AnobenchError(f"--model {model}: not a diffusers Stable Diffusion folder (missing {', '.join(missing)}/)")
@@ -146,10 +146,11 @@ def build_bundle(config: DHDiffConfig, category: str, defect_types: list[str], m
             source = {"kind": "small"}
         else:
             codec, prompt_encoder, scheduler_config = _sd_parts(model)
-            unet = load_sd_unet(str(model))
+            folder = _check_sd_folder(model)
+            unet = load_sd_unet(str(folder))
             unet_config = dict(unet.config)
             resolution = config.sd_resolution
-            source = {"kind": "sd", "model": str(Path(model).resolve())}
+            source = {"kind": "sd", "model": str(folder.resolve()), "model_id": str(model)}
         backbone = DHDiffUNet(unet, placement)
     meta = {
         "format": FORMAT,
@@ -217,6 +218,8 @@ def load_checkpoint(folder: str | Path, model: str | None = None, device: str = 
         prompt_encoder = WordPromptEncoder(meta["vocabulary"], config.text_dim)
     else:
         sd_folder = model or source.get("model")
+        if sd_folder and not Path(sd_folder).is_dir() and source.get("model_id"):
+            sd_folder = str(_check_sd_folder(source["model_id"]))  # the hub id's cached snapshot
         if not sd_folder or not Path(sd_folder).is_dir():
             raise AnobenchError(
                 f"{folder}: this checkpoint was trained from Stable Diffusion at {source.get('model')}, "

@@ -81,6 +81,10 @@ class DHDiffConfig:
     flip: bool = True  # horizontal-flip augmentation of training images (and their masks)
     beta_schedule: str = "squaredcos_cap_v2"  # small model only; SD keeps its own scheduler
     checkpoint_every: int = 250
+    # Off the CPU: autocast precision (auto: bf16 on CUDA cards with it, else fp16 with a
+    # GradScaler; fp32 on the CPU) and activation recomputation in the UNet's backward pass.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    gradient_checkpointing: bool = False
     threads: int = 0  # torch threads for training and sampling; 0 leaves torch's default
 
     # --- generation ---

@@ -274,7 +274,14 @@ def build_unet(unet_config: dict[str, Any]):
 
 
 def load_sd_unet(model_path: str):
-    """SD's UNet with a (zero) domain embedding added: starts exactly as SD on each domain."""
+    """SD's UNet with a (zero) domain embedding added.
+
+    With DDA at every attention site (``dda_decoder=all``) the model starts equal to SD on each
+    domain (the zero domain embedding, identity-initialised SSM fusion and zero reference convs
+    change nothing). With the paper's default placement it does not: the decoder sites without
+    DDA keep the baseline's concatenated image+annotation self-attention, which mixes the two
+    domains from the first step. Tests pin both facts on a tiny random SD.
+    """
     from diffusers import UNet2DConditionModel
 
     unet = UNet2DConditionModel.from_pretrained(model_path, subfolder="unet", num_class_embeds=2,
