@@ -218,7 +218,7 @@ def report(results, fmt, metrics, layout, generated, images, out) -> None:
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Run folder (resumed if it exists).")
 @click.option("--profile", default="quick", show_default=True, type=click.Choice(["quick", "paper"]))
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--detector", type=click.Choice(["unet", "draem_disc"]), help="Default: unet.")
+@click.option("--detector", help="A registered detector (built-in: unet, draem_disc; plug-ins: entry-point group anobench.detectors). Default: unet.")
 @click.option("--encoder", help="smp encoder of the U-Net (default: tu-tf_efficientnet_lite0).")
 @click.option("--encoder-weights", type=click.Choice(["imagenet", "none"]), help="Default: imagenet for unet.")
 @click.option("--threads", default=0, type=click.IntRange(min=0), help="torch CPU threads (0: torch's default).")

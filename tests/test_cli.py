@@ -194,3 +194,22 @@ def test_real_bottle_masks_align_with_changes(shared_data, tmp_path):
             source = np.asarray(Image.open(shared_data / "mvtec_ad" / "bottle" / row["source"]).convert("RGB").resize((256, 256), Image.BILINEAR))
             changed = (image != source).any(axis=2)
             assert mask.any() and not (changed & ~mask).any()
+
+
+def test_datasets_check_lists_duplicate_pixels(demo_root, tmp_path):
+    root = tmp_path / "d"
+    shutil.copytree(demo_root / "disc", root / "disc")
+    Image.open(root / "disc" / "train" / "good" / "000.png").save(root / "disc" / "train" / "good" / "900.png",
+                                                                 compress_level=0)
+    result = run("datasets", "check", root, "--category", "disc")
+    assert "duplicate pixels: train/good/000.png = train/good/900.png" in result.stdout, result.stdout
+
+
+def test_score_generation_takes_the_folder_alone(demo_root, tmp_path):
+    from anobench.generation import generate_dataset
+
+    folder = generate_dataset("draem", "mvtec_ad", demo_root, "disc", 3, tmp_path, image_size=64,
+                              progress=False).folder
+    result = run("score-generation", folder, "--metrics", "mask_stats,cost", "-q")
+    assert result.returncode == 0, result.stderr
+    assert "for draem/disc appended to" in result.stdout
