@@ -737,3 +737,24 @@ def test_a_cached_hub_id_resolves_to_its_snapshot(tmp_path, monkeypatch):
     snapshot = tmp_path / "snap"
     monkeypatch.setattr("huggingface_hub.snapshot_download", lambda repo, local_files_only: str(snapshot))
     assert resolve_sd_weights("org/model", "dhdiff") == snapshot
+
+
+def test_checkpoint_contents_state_policy_and_keep_last(tmp_path, monkeypatch):
+    import anobench.generators.dhdiff.train as train_module
+    from anobench.generators.dhdiff.train import state_due
+
+    config = tiny_config(batch_size=2, resolution=16, block_out_channels=(16, 16), checkpoint_every=1,
+                         keep_last=2, state_every=3, ema_decay=0.0)
+    saved = []
+    real = train_module._save_state
+    monkeypatch.setattr(train_module, "_save_state", lambda *a: (saved.append(a[3]), real(*a)))
+    train(build_bundle(config, "box", DEFECTS, seed=0), toy_training_set(size=16), tmp_path / "c", steps=4,
+          progress=False)
+    assert saved == [3, 4]  # every state_every steps, and the last
+    kept = sorted(p.name for p in (tmp_path / "c" / "steps").iterdir())
+    assert kept == ["step-0000003.safetensors", "step-0000004.safetensors"]
+    assert (tmp_path / "c" / "steps" / kept[-1]).read_bytes() == (tmp_path / "c" / "model.safetensors").read_bytes()
+    assert (tmp_path / "c" / "steps" / kept[0]).read_bytes() != (tmp_path / "c" / "model.safetensors").read_bytes()
+    sd_default = tiny_config(checkpoint_every=250)
+    assert [s for s in range(1, 1201) if state_due(sd_default, False, s, 1200)] == [1200]  # SD: last step only
+    assert [s for s in range(1, 1001) if state_due(sd_default, True, s, 1000)] == [250, 500, 750, 1000]

@@ -84,6 +84,12 @@ class DHDiffConfig:
     # Off the CPU: autocast precision (auto: bf16 on CUDA cards with it, else fp16 with a
     # GradScaler; fp32 on the CPU) and activation recomputation in the UNet's backward pass.
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # Checkpoint contents: model.safetensors (trainable weights, EMA when on) at every checkpoint;
+    # keep_last > 1 also keeps that many recent ones under steps/. The training state (weights,
+    # Adam, EMA: ~19 GiB at SD scale) every state_every steps; None: at every checkpoint for the
+    # small model, only at the last step for SD (set it for kill-resumable SD runs).
+    keep_last: int = 1
+    state_every: Optional[int] = None
     gradient_checkpointing: bool = False
     threads: int = 0  # torch threads for training and sampling; 0 leaves torch's default
 
@@ -138,6 +144,8 @@ class DHDiffConfig:
             raise AnobenchError(f"learning_rate must be positive, got {self.learning_rate}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise AnobenchError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.keep_last < 1 or (self.state_every is not None and self.state_every < 1):
+            raise AnobenchError("keep_last must be >= 1 and state_every >= 1 (or none)")
         if self.max_attempts < 1:
             raise AnobenchError(f"max_attempts must be >= 1, got {self.max_attempts}")
 

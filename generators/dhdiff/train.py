@@ -217,6 +217,31 @@ def _save_state(bundle: DHDiffBundle, optimizer, ema, step: int, seconds: float,
     os.replace(tmp, out_dir / STATE_FILE)
 
 
+def state_due(config: DHDiffConfig, pixel_space: bool, done: int, steps: int) -> bool:
+    """Whether step ``done`` writes the training state (see ``DHDiffConfig.state_every``)."""
+    every = config.state_every if config.state_every is not None else (config.checkpoint_every if pixel_space else steps)
+    return done == steps or done % every == 0
+
+
+def keep_recent_weights(out_dir: Path, step: int, keep_last: int) -> None:
+    """Keep ``model.safetensors`` of the last ``keep_last`` checkpoints under ``steps/`` (hard links:
+    the live file is replaced by rename, so a link keeps the old bytes without copying them)."""
+    if keep_last <= 1:
+        return
+    import shutil
+
+    folder = out_dir / "steps"
+    folder.mkdir(exist_ok=True)
+    target = folder / f"step-{step:07d}.safetensors"
+    target.unlink(missing_ok=True)
+    try:
+        os.link(out_dir / "model.safetensors", target)
+    except OSError:
+        shutil.copy2(out_dir / "model.safetensors", target)
+    for old in sorted(folder.glob("step-*.safetensors"))[:-keep_last]:
+        old.unlink()
+
+
 def _save_generation_weights(bundle: DHDiffBundle, ema, params, out_dir: Path, **meta) -> None:
     """The checkpoint ``generate`` loads: the EMA weights when EMA is on, else the raw weights."""
     if ema is None:
@@ -289,9 +314,11 @@ def train(bundle: DHDiffBundle, data: TrainingSet, out_dir: Path, steps: int, se
             bar.set_postfix(loss=f"{losses.running:.4f}")
             done = step + 1
             if done % config.checkpoint_every == 0 or done == steps:
-                _save_state(bundle, optimizer, ema, done, seconds, out_dir)
+                if state_due(config, bundle.pixel_space, done, steps):
+                    _save_state(bundle, optimizer, ema, done, seconds, out_dir)
                 _save_generation_weights(bundle, ema, params, out_dir, step=done, train_seconds=round(seconds, 1),
                                          loss=round(losses.running, 6), **meta)
+                keep_recent_weights(out_dir, done, config.keep_last)
     finally:
         bar.close()
         losses.close()
