@@ -758,3 +758,37 @@ def test_checkpoint_contents_state_policy_and_keep_last(tmp_path, monkeypatch):
     sd_default = tiny_config(checkpoint_every=250)
     assert [s for s in range(1, 1201) if state_due(sd_default, False, s, 1200)] == [1200]  # SD: last step only
     assert [s for s in range(1, 1001) if state_due(sd_default, True, s, 1000)] == [250, 500, 750, 1000]
+
+
+def test_generation_conditions_the_twin_on_a_real_reference_crop(demo_root, tiny_checkpoint):
+    """reference=crop: z_R is the reference anomaly inside the raw mask, noised with the image noise."""
+    import dataclasses as dc
+
+    context = _disc_context(demo_root, tiny_checkpoint)
+    context = dc.replace(context, references=[dc.replace(r, defect_type="hole") for r in context.references])
+    seen = {}
+
+    def run(reference, references):
+        gen = DHDiffGenerator(tiny_config(mask_threshold=0.3, feather=0.0, reference=reference, max_attempts=1))
+        gen.setup(dc.replace(context, references=references))
+        calls = []
+        real = gen.bundle.backbone.forward
+        gen.bundle.backbone.forward = lambda *a, **k: (calls.append(k["z_reference"].clone()), real(*a, **k))[1]
+        defect, cells, image = gen._plan(_request(5))
+        sample = gen.generate([_request(5)])[0]
+        seen[reference] = (cells, image, calls, sample)
+
+    run("crop", context.references)
+    run("latent", context.references)
+    cells_crop, image, calls_crop, sample_crop = seen["crop"]
+    cells_latent, none, calls_latent, sample_latent = seen["latent"]
+    assert image is not None and none is None
+    assert cells_crop.any() and cells_crop.shape == cells_latent.shape
+    assert not torch.equal(calls_crop[0], calls_latent[0])
+    assert not np.array_equal(sample_crop.image, sample_latent.image)
+    # other reference pixels, same everything else: the twin's input changes
+    darker = [dc.replace(r, image=(np.asarray(r.image) // 2).astype(np.uint8)) for r in context.references]
+    run("crop", darker)
+    assert not torch.equal(seen["crop"][2][0], calls_crop[0])
+    run("crop", [])  # no references at hand: the latent rule
+    assert torch.equal(seen["crop"][2][0], calls_latent[0])

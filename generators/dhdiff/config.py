@@ -101,6 +101,12 @@ class DHDiffConfig:
     cells: Literal["reference", "random"] = "reference"  # where raw-mask cell sets come from
     cell_transform: Optional[Literal["flip", "dihedral"]] = "flip"  # random symmetry of a reference cell set
     control_mask: str | None = None  # a mask image: raw mask = its cells, S_O from it (guidance below)
+    # What the Siamese encoder sees at generation: "crop", a real few-shot reference anomaly of the
+    # sample's defect type (its cells give the raw mask; image and cells share one random symmetry),
+    # cropped by the raw mask and noised with the image's noise, as the paper's Fig. 1 conditions;
+    # "latent", the training rule applied to z_t itself (no reference pixels). "crop" falls back to
+    # "latent" when the run has no references (e.g. a control_mask, or a context without them).
+    reference: Literal["crop", "latent"] = "crop"
     guidance: Optional[Literal["raw", "detailed", "points"]] = "raw"  # S_O at generation (none: no S_O)
     composite: Optional[Literal["annotation", "raw"]] = "annotation"  # none: the resized model output
     feather: float = 1.0  # Gaussian sigma (output pixels) of the composite's edge outside the mask
@@ -154,6 +160,6 @@ class DHDiffConfig:
 # training stage's resume identity (anobench.generator_training)
 SAMPLING_FIELDS = frozenset({
     "num_inference_steps", "eta", "guidance_scale", "defect_type", "cells", "cell_transform", "control_mask",
-    "guidance", "composite", "feather", "mask_threshold", "min_mask_pixels", "max_attempts",
+    "guidance", "composite", "feather", "mask_threshold", "min_mask_pixels", "max_attempts", "reference",
     "steps", "checkpoint_every", "threads",
 })
