@@ -792,3 +792,42 @@ def test_generation_conditions_the_twin_on_a_real_reference_crop(demo_root, tiny
     assert not torch.equal(seen["crop"][2][0], calls_crop[0])
     run("crop", [])  # no references at hand: the latent rule
     assert torch.equal(seen["crop"][2][0], calls_latent[0])
+
+
+def test_lora_trains_adapters_and_dda_ssm_only_and_round_trips(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from tiny_sd import save_tiny_sd
+
+    sd = save_tiny_sd(tmp_path / "sd")
+    full = build_bundle(DHDiffConfig(sd_resolution=64, batch_size=2), "disc", ["hole"], model=str(sd))
+    config = DHDiffConfig(sd_resolution=64, batch_size=2, trained="lora", lora_rank=4, ema_decay=0.0,
+                          checkpoint_every=1, num_inference_steps=2, min_mask_pixels=1)
+    lora = build_bundle(config, "disc", ["hole"], model=str(sd))
+    names = [n for n, p in lora.backbone.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n or ".processor." in n or "class_embedding" in n for n in names)
+    assert any("reference_encoder" in n and "lora_" in n for n in names)  # the twin gets adapters too
+    assert any(".processor." in n for n in names)  # DDA/SSM always trained
+    n_full = sum(p.numel() for p in full.backbone.parameters() if p.requires_grad)
+    n_lora = sum(p.numel() for n, p in lora.backbone.named_parameters() if p.requires_grad)
+    assert n_lora < 0.5 * n_full
+    z, text, t = torch.randn(1, 4, 8, 8), torch.randn(1, 77, 32), torch.tensor([300])
+    with torch.no_grad():  # B = 0: LoRA starts as the full model
+        for a, b in zip(full.backbone(z, z, t, text, z_reference=z), lora.backbone(z, z, t, text, z_reference=z)):
+            assert torch.allclose(a, b, atol=1e-5)
+    rng = np.random.default_rng(0)
+    image = rng.uniform(-1, 1, (64, 64, 3)).astype(np.float32)
+    mask = np.zeros((64, 64), bool)
+    mask[10:30, 20:40] = True
+    data = TrainingSet("disc", [(image, mask, "hole")], [image], [("hole", raw_mask_cells(mask, 5, 8))])
+    frozen = {n: p.detach().clone() for n, p in lora.backbone.named_parameters() if not p.requires_grad}
+    lora.meta.update(reference_cells=[{"defect_type": "hole", "cells": raw_mask_cells(mask, 5, 8).astype(int).tolist()}])
+    train(lora, data, tmp_path / "ckpt", steps=2, progress=False)
+    assert all(torch.equal(frozen[n], p) for n, p in lora.backbone.named_parameters() if n in frozen)
+    stored = _weights(tmp_path / "ckpt")
+    assert set(stored) == {f"backbone.{n}" for n in names}  # trainable weights only
+    loaded = load_checkpoint(tmp_path / "ckpt")
+    with torch.no_grad():
+        for a, b in zip(lora.backbone.eval()(z, z, t, text, z_reference=z), loaded.backbone(z, z, t, text, z_reference=z)):
+            assert torch.allclose(a, b, atol=1e-5)
+    with pytest.raises(AnobenchError, match="trained=lora needs --model"):
+        build_bundle(DHDiffConfig(trained="lora"), "disc", ["hole"])

@@ -35,7 +35,15 @@ from anobench.generators.dhdiff.components import (
     words,
 )
 from anobench.generators.dhdiff.config import DHDiffConfig
-from anobench.generators.dhdiff.model import DHDiffUNet, Placement, build_unet, load_sd_unet, small_unet_config
+from anobench.generators.dhdiff.model import (
+    DHDiffUNet,
+    Placement,
+    apply_lora,
+    build_unet,
+    load_sd_unet,
+    small_unet_config,
+    trainable_state,
+)
 from anobench.generators.dhdiff.preprocess import prompt_for
 from anobench.images import atomic_write_bytes, atomic_write_text
 
@@ -134,6 +142,9 @@ def build_bundle(config: DHDiffConfig, category: str, defect_types: list[str], m
                  seed: int = 0) -> DHDiffBundle:
     """A fresh bundle: small from scratch, or initialised from the SD folder ``model``."""
     placement = Placement.from_config(config)
+    if config.trained == "lora" and model is None:
+        raise AnobenchError("trained=lora needs --model (a Stable Diffusion folder or hub id): "
+                            "the small model is trained from scratch, in full")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if model is None:
@@ -152,6 +163,8 @@ def build_bundle(config: DHDiffConfig, category: str, defect_types: list[str], m
             resolution = config.sd_resolution
             source = {"kind": "sd", "model": str(folder.resolve()), "model_id": str(model)}
         backbone = DHDiffUNet(unet, placement)
+        if config.trained == "lora":
+            apply_lora(backbone, config.lora_rank)
     meta = {
         "format": FORMAT,
         "source": source,
@@ -169,7 +182,7 @@ def save_checkpoint(bundle: DHDiffBundle, folder: Path, **meta_updates: Any) -> 
     from safetensors.torch import save
 
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in bundle.trainable().state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in trainable_state(bundle.trainable(), bundle.config.trained).items()}
     atomic_write_bytes(folder / WEIGHTS_FILE, save(state, metadata={"format": FORMAT}))
     bundle.meta.update(meta_updates)
     meta = dict(bundle.meta, config=config_to_dict(bundle.config), scheduler_config=bundle.scheduler_config)
@@ -212,7 +225,7 @@ def load_checkpoint(folder: str | Path, model: str | None = None, device: str = 
     source = meta["source"]
     from diffusers import UNet2DConditionModel
 
-    unet = UNet2DConditionModel.from_config(meta["unet_config"])
+    unet = None
     if source["kind"] == "small":
         codec = PatchCodec(config.patch_size)
         prompt_encoder = WordPromptEncoder(meta["vocabulary"], config.text_dim)
@@ -226,11 +239,19 @@ def load_checkpoint(folder: str | Path, model: str | None = None, device: str = 
                 "which is not on disk: pass its folder with --model"
             )
         codec, prompt_encoder, _ = _sd_parts(sd_folder)
+        if config.trained == "lora":
+            unet = load_sd_unet(sd_folder)  # the frozen base LoRA was trained on
+    if unet is None:
+        unet = UNet2DConditionModel.from_config(meta["unet_config"])
     backbone = DHDiffUNet(unet, Placement.from_config(config))
+    if config.trained == "lora":
+        apply_lora(backbone, config.lora_rank)
     bundle = DHDiffBundle(config, backbone, prompt_encoder, codec, dict(meta["scheduler_config"]), meta)
     from safetensors.torch import load_file
 
     missing, unexpected = bundle.trainable().load_state_dict(load_file(str(weights)), strict=False)
+    if config.trained == "lora":
+        missing = [k for k in missing if k in trainable_state(bundle.trainable(), "lora")]
     if missing or unexpected:
         raise AnobenchError(
             f"{weights}: weights do not fit the recorded architecture "

@@ -88,6 +88,11 @@ class DHDiffConfig:
     # keep_last > 1 also keeps that many recent ones under steps/. The training state (weights,
     # Adam, EMA: ~19 GiB at SD scale) every state_every steps; None: at every checkpoint for the
     # small model, only at the last step for SD (set it for kill-resumable SD runs).
+    # What training updates: "full" (UNet, twin encoder, DDA/SSM), or "lora": low-rank adapters
+    # (peft) on every attention projection of the UNet and the twin, the DDA/SSM modules and the
+    # domain embedding in full, the rest frozen. Memory of each: docs/budget.md.
+    trained: Literal["full", "lora"] = "full"
+    lora_rank: int = 16
     keep_last: int = 1
     state_every: Optional[int] = None
     gradient_checkpointing: bool = False
@@ -150,6 +155,8 @@ class DHDiffConfig:
             raise AnobenchError(f"learning_rate must be positive, got {self.learning_rate}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise AnobenchError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.lora_rank < 1:
+            raise AnobenchError(f"lora_rank must be >= 1, got {self.lora_rank}")
         if self.keep_last < 1 or (self.state_every is not None and self.state_every < 1):
             raise AnobenchError("keep_last must be >= 1 and state_every >= 1 (or none)")
         if self.max_attempts < 1:

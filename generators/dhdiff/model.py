@@ -293,3 +293,30 @@ def load_sd_unet(model_path: str):
 def _zero_domain_embedding(unet) -> None:
     if unet.class_embedding is not None:
         nn.init.zeros_(unet.class_embedding.weight)
+
+
+LORA_TARGETS = r".*attn[12]\.(to_q|to_k|to_v|to_out\.0)"  # the attention projections (not DDA's copies)
+
+
+def apply_lora(backbone: DHDiffUNet, rank: int) -> DHDiffUNet:
+    """Freeze the backbone, add peft LoRA adapters (rank ``rank``, alpha = rank, B = 0 so the model
+    is unchanged) to every attention projection of the UNet and the twin encoder, and train the
+    adapters, the DDA/SSM modules (the attention processors' own parameters) and the domain label."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    backbone.requires_grad_(False)
+    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, target_modules=LORA_TARGETS), backbone)
+    for name, param in backbone.named_parameters():
+        if "lora_" in name or ".processor." in name or "class_embedding" in name:
+            param.requires_grad_(True)
+    return backbone
+
+
+def trainable_state(module: nn.Module, trained: str) -> dict[str, torch.Tensor]:
+    """What a checkpoint keeps: every tensor for full training; for LoRA only the trained parameters
+    (the frozen base is SD's, re-read from the SD folder at load time)."""
+    state = module.state_dict()
+    if trained != "lora":
+        return state
+    keep = {name for name, p in module.named_parameters() if p.requires_grad}
+    return {k: v for k, v in state.items() if k in keep}

@@ -210,7 +210,9 @@ class LossLog:
 
 
 def _save_state(bundle: DHDiffBundle, optimizer, ema, step: int, seconds: float, out_dir: Path) -> None:
-    state = {"step": step, "seconds": seconds, "model": bundle.trainable().state_dict(),
+    from anobench.generators.dhdiff.model import trainable_state
+
+    state = {"step": step, "seconds": seconds, "model": trainable_state(bundle.trainable(), bundle.config.trained),
              "optimizer": optimizer.state_dict(), "ema": ema.state_dict() if ema is not None else None}
     tmp = out_dir / f".{STATE_FILE}.tmp"
     torch.save(state, tmp)
@@ -278,7 +280,7 @@ def train(bundle: DHDiffBundle, data: TrainingSet, out_dir: Path, steps: int, se
     state_path = out_dir / STATE_FILE
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=True)
-        module.load_state_dict(state["model"])
+        module.load_state_dict(state["model"], strict=config.trained != "lora")
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
