@@ -162,7 +162,7 @@ def build_bundle(config: DHDiffConfig, category: str, defect_types: list[str], m
             unet_config = dict(unet.config)
             resolution = config.sd_resolution
             source = {"kind": "sd", "model": str(folder.resolve()), "model_id": str(model)}
-        backbone = DHDiffUNet(unet, placement)
+        backbone = DHDiffUNet(unet, placement, tied_reference=config.tied_reference)
         if config.trained == "lora":
             apply_lora(backbone, config.lora_rank)
     meta = {
@@ -243,15 +243,15 @@ def load_checkpoint(folder: str | Path, model: str | None = None, device: str = 
             unet = load_sd_unet(sd_folder)  # the frozen base LoRA was trained on
     if unet is None:
         unet = UNet2DConditionModel.from_config(meta["unet_config"])
-    backbone = DHDiffUNet(unet, Placement.from_config(config))
+    backbone = DHDiffUNet(unet, Placement.from_config(config), tied_reference=config.tied_reference)
     if config.trained == "lora":
         apply_lora(backbone, config.lora_rank)
     bundle = DHDiffBundle(config, backbone, prompt_encoder, codec, dict(meta["scheduler_config"]), meta)
     from safetensors.torch import load_file
 
     missing, unexpected = bundle.trainable().load_state_dict(load_file(str(weights)), strict=False)
-    if config.trained == "lora":
-        missing = [k for k in missing if k in trainable_state(bundle.trainable(), "lora")]
+    expected = trainable_state(bundle.trainable(), config.trained)  # not the frozen base, not tied aliases
+    missing = [k for k in missing if k in expected]
     if missing or unexpected:
         raise AnobenchError(
             f"{weights}: weights do not fit the recorded architecture "

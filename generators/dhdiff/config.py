@@ -92,6 +92,7 @@ class DHDiffConfig:
     # (peft) on every attention projection of the UNet and the twin, the DDA/SSM modules and the
     # domain embedding in full, the rest frozen. Memory of each: docs/budget.md.
     trained: Literal["full", "lora"] = "full"
+    tied_reference: bool = False  # the Siamese reference encoder shares the UNet's input-stage weights
     lora_rank: int = 16
     keep_last: int = 1
     state_every: Optional[int] = None
@@ -155,6 +156,8 @@ class DHDiffConfig:
             raise AnobenchError(f"learning_rate must be positive, got {self.learning_rate}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise AnobenchError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.tied_reference and self.trained == "lora":
+            raise AnobenchError("tied_reference with trained=lora is not supported (adapters on shared modules)")
         if self.lora_rank < 1:
             raise AnobenchError(f"lora_rank must be >= 1, got {self.lora_rank}")
         if self.keep_last < 1 or (self.state_every is not None and self.state_every < 1):
