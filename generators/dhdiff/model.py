@@ -158,7 +158,8 @@ class ReferenceEncoder(nn.Module):
             return self._encode(z_reference, timestep, text)
         blocks = [b for b in [*self.down_blocks, self.mid_block] if b is not None]
         saved = [(attn, attn.processor) for attn, _ in self._swaps]
-        flags = [(b, getattr(b, "gradient_checkpointing", False)) for b in blocks]
+        flags = [(m, m.gradient_checkpointing) for b in blocks for m in b.modules()
+                 if isinstance(getattr(m, "gradient_checkpointing", None), bool)]
         try:
             for attn, processor in self._swaps:
                 attn.set_processor(processor)
