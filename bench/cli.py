@@ -272,12 +272,32 @@ def evaluate_cmd(run, test_set, data_root, heatmaps, results, device, precision,
 @click.option("--preset", type=click.Choice(["quickstart"]), help="A built-in grid instead of CONFIG.yaml.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Output folder (overrides the config's).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def run_cmd(config, preset, out, quiet) -> None:
+@click.option("--executor", default="local", show_default=True, type=click.Choice(["local", "ray"]),
+              help="local: cells one after another here; ray: stages as Ray tasks (pip install 'anobench[ray]').")
+@click.option("--address", help="Ray cluster: auto (the running one) or ray://HOST:PORT; default: a local instance.")
+@click.option("--max-parallel", type=click.IntRange(min=1), help="Ray: at most N cells in flight (default: all).")
+@click.option("--cpus-per-task", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Ray: CPUs (and torch threads) each stage task asks for.")
+@click.option("--retries", default=2, show_default=True, type=click.IntRange(min=0),
+              help="Ray: re-runs of a task whose worker died (killed, out of memory, node lost).")
+@click.option("--mlflow", "mlflow_uri", metavar="URI", help="Log one MLflow run per cell to this tracking URI.")
+def run_cmd(config, preset, out, quiet, executor, address, max_parallel, cpus_per_task, retries, mlflow_uri) -> None:
     """Grid generators x categories x seeds: generate, train, evaluate, report (skips finished cells)."""
     from anobench.runner import load_run_config, run_grid
 
     grid = load_run_config(config, preset, out)
-    click.echo(run_grid(grid, progress=not quiet).rstrip("\n"))
+    listeners = []
+    if mlflow_uri:
+        from anobench.tracking import MlflowLogger
+
+        listeners.append(MlflowLogger(mlflow_uri, grid))
+    try:
+        text = run_grid(grid, progress=not quiet, executor=executor, address=address, max_parallel=max_parallel,
+                        task_cpus=cpus_per_task, retries=retries, listeners=listeners)
+    finally:
+        for listener in listeners:
+            listener.close()  # logs the report, also when some cells failed
+    click.echo(text.rstrip("\n"))
 
 
 @cli.command("train-generator")

@@ -142,10 +142,11 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
     channels_last = run.config.channels_last and execution.device != "cpu"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    from tqdm.auto import tqdm
+    from anobench.progress import progress_bar
 
     images, masks = [], []
-    for sample in tqdm(samples, desc=f"read {meta['category']} test", unit="img", disable=not progress, leave=False):
+    for sample in progress_bar(samples, desc=f"read {meta['category']} test", unit="img", disable=not progress,
+                               leave=False):
         image, mask = sample.image_and_mask(size)
         images.append(image)
         masks.append(mask)

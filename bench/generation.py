@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-from tqdm.auto import tqdm
 
 import anobench
 from anobench.config import apply_overrides, config_hash, config_to_dict
@@ -33,6 +32,7 @@ from anobench.generators.base import (
 )
 from anobench.images import read_rgb
 from anobench.artifacts import relative_path
+from anobench.progress import progress_bar
 from anobench.protocol import ProtocolSplit, split_category, split_mismatch
 from anobench.store import DatasetWriter
 
@@ -215,8 +215,8 @@ def generate_dataset(
 def _generate(gen: Generator, context: GenerationContext, data: CategoryData, writer: DatasetWriter,
               todo: list[int], num: int, seed: int, image_size: int, batch_size: int, progress: bool) -> None:
     gen.setup(context)
-    bar = tqdm(total=num, initial=num - len(todo), desc=f"{gen.name}/{data.category}", unit="img",
-               disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=num, initial=num - len(todo), desc=f"{gen.name}/{data.category}", unit="img",
+                       disable=not progress)
     for batch in _chunks(todo, batch_size):
         requests = [_request(data, seed, i, image_size) for i in batch]
         t0 = time.perf_counter()

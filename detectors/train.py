@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import anobench
 from anobench.artifacts import open_artifact, relative_path
@@ -40,6 +39,7 @@ from anobench.detectors.run import (  # noqa: F401 - re-exported for callers of 
 from anobench.devices import Execution, autocast, grad_scaler, peak_gpu_memory_mb, set_deterministic
 from anobench.errors import AnobenchError
 from anobench.images import atomic_write_text
+from anobench.progress import progress_bar
 from anobench.store import GeneratedSet
 
 @dataclass
@@ -232,8 +232,8 @@ def _train(artifact, config: TrainConfig, model: Detector, gen: GeneratedSet, da
     stop = config.steps if max_steps is None else min(config.steps, start + max_steps)
     batches = step_batches(split, config, seed, start, stop, execution.workers, execution.pin_memory)
     cache = ImageCache(config.image_size)  # validation images (the loader's workers keep their own)
-    bar = tqdm(total=config.steps, initial=start, desc=f"train {config.detector}/{category}", unit="step",
-               disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=config.steps, initial=start, desc=f"train {config.detector}/{category}", unit="step",
+                       disable=not progress)
     from torchvision.ops import sigmoid_focal_loss
 
     try:
