@@ -21,6 +21,7 @@ class _Group(click.Group):
     """Click group that turns exceptions into one-line messages."""
 
     def invoke(self, ctx: click.Context):
+        _one_line_warnings()
         try:
             return super().invoke(ctx)
         except AnobenchError as exc:
@@ -31,12 +32,37 @@ class _Group(click.Group):
             ctx.exit(130)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except OSError as exc:  # disk full, read-only disk, permissions: name the file and the cause
+            from anobench.safety import os_error
+
+            click.echo(f"error: {os_error(exc)}", err=True)
+            ctx.exit(2)
+        except MemoryError:
+            click.echo("error: out of memory; use a smaller --image-size, --batch-size or --num", err=True)
+            ctx.exit(2)
         except Exception as exc:  # noqa: BLE001 - last line of defence against tracebacks
             if os.environ.get("ANOBENCH_DEBUG"):
                 raise
             message = str(exc).splitlines()[0] if str(exc) else ""
             click.echo(f"error: {exc.__class__.__name__}: {message} (set ANOBENCH_DEBUG=1 for a traceback)", err=True)
             ctx.exit(1)
+
+
+def _one_line_warnings() -> None:
+    """anobench warnings print as ``warning: <message>`` on stderr, like errors; others as usual."""
+    import warnings
+
+    from anobench.errors import AnobenchWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, AnobenchWarning):
+            click.echo(f"warning: {message}", err=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -110,7 +136,7 @@ def datasets_check(root, dataset, categories) -> None:
     names = list(categories) or list_categories(dataset, root)
     if not names:
         raise AnobenchError(f"{root}: no {dataset} categories found")
-    problems = 0
+    problems = n_warnings = 0
     for name in names:
         try:
             data = load_category(dataset, root, name)
@@ -132,10 +158,11 @@ def datasets_check(root, dataset, categories) -> None:
         for group in find_duplicates(data):
             click.echo(f"  duplicate pixels: {' = '.join(group)}")
         problems += len(found)
+        n_warnings += len(warnings)
     if problems:
-        click.echo(f"{problems} problem(s) found", err=True)
+        click.echo(f"{problems} problem(s) found" + (f", {n_warnings} warning(s)" if n_warnings else ""), err=True)
         sys.exit(1)
-    click.echo("no problems found")
+    click.echo(f"no problems found, {n_warnings} warning(s) above" if n_warnings else "no problems found")
 
 
 @cli.command("demo-data")
@@ -146,7 +173,9 @@ def datasets_check(root, dataset, categories) -> None:
 def demo_data(out, seed, size, n_train) -> None:
     """Write a small procedural MVTec-layout dataset (textures and an object) to OUT."""
     from anobench.demo import make_demo_dataset
+    from anobench.safety import check_seed
 
+    check_seed(seed)
     counts = make_demo_dataset(out, seed=seed, size=size, n_train=n_train)
     summary = ", ".join(f"{cat} ({n} images)" for cat, n in counts.items())
     click.echo(f"{out}: {summary}")
@@ -202,6 +231,10 @@ def report(results, fmt, metrics, layout, generated, images, out) -> None:
     from anobench.report import report_files
 
     names = [m for entry in metrics for m in entry.split(",") if m.strip()] or None
+    if out is not None:
+        from anobench.safety import check_report_output
+
+        check_report_output(out, results)
     text = report_files(results, fmt, names, layout, generated=generated, images=images)
     if out is None:
         click.echo(text, nl=not text.endswith("\n"))
@@ -318,7 +351,9 @@ def train_generator_cmd(generator, dataset, data_root, category, out, model, ste
     """Train a generator on one category's few-shot reference anomalies and normal images."""
     from anobench.config import parse_overrides
     from anobench.generator_training import train_generator
+    from anobench.safety import check_seed
 
+    check_seed(seed)
     summary = train_generator(
         generator, dataset, data_root, category, out, model=model, steps=steps, seed=seed, split=split,
         device=device, overrides=parse_overrides(overrides), progress=not quiet,

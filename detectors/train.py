@@ -40,6 +40,7 @@ from anobench.devices import Execution, autocast, grad_scaler, peak_gpu_memory_m
 from anobench.errors import AnobenchError
 from anobench.images import atomic_write_text
 from anobench.progress import progress_bar
+from anobench.safety import check_train
 from anobench.store import GeneratedSet
 
 @dataclass
@@ -142,6 +143,7 @@ def train_detector(
     gen = GeneratedSet.open(generated)
     dataset, category = _check_generated(gen, dataset, category, Path(generated))
     root = Path(data_root) if data_root is not None else gen.data_root()
+    check_train(root, category, generated, out, seed, config.image_size, config.batch_size)
     data = load_category(dataset, root, category)
     out = Path(out)
     torch.manual_seed(seed)
@@ -212,8 +214,11 @@ def _train(artifact, config: TrainConfig, model: Detector, gen: GeneratedSet, da
 
     start, seconds, best = 0, 0.0, {"step": 0, "score": -math.inf}
     if (out / LAST_CHECKPOINT).exists():
-        state = load_checkpoint(out / LAST_CHECKPOINT)
-        model.load_state_dict(state["model"])
+        from anobench.metadata import load_state
+
+        state = load_checkpoint(out / LAST_CHECKPOINT, ("model", "optimizer", "scheduler", "torch_rng", "step",
+                                                        "seconds", "best"))
+        load_state(model, state["model"], out / LAST_CHECKPOINT)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
