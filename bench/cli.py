@@ -96,7 +96,7 @@ def list_cmd() -> None:
 @click.option("--anomaly-source", type=click.Path(path_type=Path), help="Folder of texture images (DRAEM uses DTD).")
 @click.option("--model", help="Diffusion weights: hub id or local diffusers folder.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), help="Trained generator checkpoint (train-generator).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N] or mps.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--image-size", default=256, show_default=True, type=click.IntRange(min=32))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a generator config field.")
@@ -195,7 +195,7 @@ def demo_data(out, seed, size, n_train) -> None:
               help="IC-LPIPS variant(s) to compute (default: both).")
 @click.option("--real", default="all", show_default=True, type=click.Choice(["all", "references", "test"]),
               help="Real anomalies KID/FID compare with.")
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N] or mps.")
 @click.option("--results", type=click.Path(path_type=Path), help="Results file to append to (default: OUT/results.csv).")
 @click.option("--quiet", "-q", is_flag=True, help="Only the results line.")
 def score_generation(folder, dataset, data_root, category, split, metrics, ic_variants, real, device, results,
@@ -203,6 +203,9 @@ def score_generation(folder, dataset, data_root, category, split, metrics, ic_va
     """Score a generated set OUT/NAME/CATEGORY: IC-LPIPS, KID, FID, IS, mask truthfulness, cost."""
     from anobench.quality import append_generation_rows, score_generated_set, write_scores_json
 
+    from anobench.devices import resolve_device
+
+    device = resolve_device(device)
     log = None if quiet else (lambda message: click.echo(f"  {message}", err=True))
     scores = score_generated_set(folder, dataset, data_root, category, split=split, metrics=metrics or None,
                                  ic_lpips_variants=ic_variants or ("dualanodiff", "dfmgan"), real=real,
@@ -273,10 +276,15 @@ def report(results, fmt, metrics, layout, primary, standalone, generated, images
 @click.option("--encoder", help="smp encoder of the U-Net (default: tu-tf_efficientnet_lite0).")
 @click.option("--encoder-weights", type=click.Choice(["imagenet", "none"]), help="Default: imagenet for unet.")
 @click.option("--threads", default=0, type=click.IntRange(min=0), help="torch CPU threads (0: torch's default).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N] or mps.")
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              help="auto: fp32 on CPU, bf16 (or fp16 with a grad scaler) autocast on CUDA.")
+@click.option("--workers", type=click.IntRange(min=0), help="DataLoader processes (default: 0 on CPU, 4 on GPU).")
+@click.option("--deterministic", is_flag=True, help="Deterministic GPU kernels (slower; bitwise repeatable).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a training config field.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train_detector_cmd(dataset, data_root, category, generated, out, profile, seed, detector, encoder,
-                       encoder_weights, threads, overrides, quiet) -> None:
+                       encoder_weights, threads, device, precision, workers, deterministic, overrides, quiet) -> None:
     """Train a detector on normals + the generated set; resumable after a kill."""
     from anobench.config import parse_overrides
     from anobench.detectors.train import train_detector
@@ -287,7 +295,8 @@ def train_detector_cmd(dataset, data_root, category, generated, out, profile, se
         torch.set_num_threads(threads)
     summary = train_detector(dataset, data_root, category, generated, out, profile=profile, seed=seed,
                              detector=detector, encoder=encoder, encoder_weights=encoder_weights,
-                             overrides=parse_overrides(overrides), progress=not quiet)
+                             overrides=parse_overrides(overrides), progress=not quiet, device=device,
+                             precision=precision, workers=workers, deterministic=deterministic)
     click.echo(summary.line())
 
 
@@ -298,13 +307,16 @@ def train_detector_cmd(dataset, data_root, category, generated, out, profile, se
 @click.option("--data-root", type=click.Path(path_type=Path), help="Dataset root, if it moved since training.")
 @click.option("--heatmaps", default=8, show_default=True, type=click.IntRange(min=0), help="Heat maps to save.")
 @click.option("--results", type=click.Path(path_type=Path), help="Results file to append to (default: RUN/results.csv).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N] or mps.")
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
+@click.option("--deterministic", is_flag=True, help="Deterministic GPU kernels.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def evaluate_cmd(run, test_set, data_root, heatmaps, results, quiet) -> None:
+def evaluate_cmd(run, test_set, data_root, heatmaps, results, device, precision, deterministic, quiet) -> None:
     """Score RUN's detector on the real held-out test images; append tidy result rows."""
     from anobench.evaluation import evaluate
 
     result = evaluate(run, test_set=test_set, data_root=data_root, heatmaps=heatmaps, results=results,
-                      progress=not quiet)
+                      progress=not quiet, device=device, precision=precision, deterministic=deterministic)
     click.echo(result.line())
     click.echo(f"rows appended to {result.results_path}")
 
@@ -352,7 +364,7 @@ def run_cmd(config, preset, out, quiet, executor, address, max_parallel, cpus_pe
 @click.option("--steps", type=click.IntRange(min=1), help="Training steps (default: the generator config's).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--split", default="thirds", show_default=True, help="Protocol whose reference anomalies are trained on.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N] or mps.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a generator config field.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train_generator_cmd(generator, dataset, data_root, category, out, model, steps, seed, split, device, overrides,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 import anobench
 from anobench.datasets import load_category
@@ -30,6 +31,7 @@ from anobench.errors import AnobenchError
 from anobench.images import atomic_write_bytes, atomic_write_text, png_bytes
 from anobench.artifacts import resolve_stored_path
 from anobench.protocol import frozen_split, split_category
+from anobench.quality import DEVICE_PREFIX
 
 TEST_SETS = ("protocol", "all")
 ALL_TEST_IMAGES = "all"
@@ -92,7 +94,8 @@ def _run_split(data, meta: dict[str, Any], folder: Path):
 
 def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | Path | None = None,
              heatmaps: int = 8, results: str | Path | None = None, batch_size: int = 8,
-             progress: bool = True, setup: dict[str, Any] | None = None) -> Evaluation:
+             progress: bool = True, setup: dict[str, Any] | None = None, device: str = "auto",
+             precision: str = "auto", deterministic: bool = False) -> Evaluation:
     """Score ``run_dir``'s selected checkpoint on the real test images; append tidy rows.
 
     Args:
@@ -102,7 +105,11 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
         results: results file to append to (default ``RUN/results.csv``).
         setup: what a grid sweep varied (``label``: the generator name the rows carry, e.g.
             ``draem[num=100]``; ``sweep``: axis -> value; ``base_generator``), kept with the maps.
+        device, precision, deterministic: where the detector runs (:mod:`anobench.devices`);
+            the rows record it as a ``device=<name>`` fact, like generation-quality rows.
     """
+    from anobench.devices import Execution, device_label, set_deterministic
+
     from anobench.detectors.predict import predict_images
     from anobench.detectors.run import TrainedRun
     from anobench.metrics.detection import detection_metrics
@@ -110,6 +117,7 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
 
     if test_set not in TEST_SETS:
         raise AnobenchError(f"unknown test set {test_set!r} (known: {', '.join(TEST_SETS)})")
+    execution = Execution.resolve(device, precision, 0, deterministic)
     started = time.perf_counter()
     from anobench.results import check_appendable
     from anobench.safety import check_output, folder_writable
@@ -141,7 +149,13 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
     if not samples:
         raise AnobenchError(f"{data.root}: no test images under protocol {protocol!r}")
     size = run.config.image_size
-    model = run.load_model()
+    if execution.deterministic or execution.device != "cpu":
+        set_deterministic(execution.deterministic)
+    model = run.load_model().to(execution.device)
+    # channels_last only off the CPU: the CPU keeps main's contiguous fp32 path, bit for bit
+    channels_last = run.config.channels_last and execution.device != "cpu"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     from anobench.progress import progress_bar
 
     images, masks = [], []
@@ -150,15 +164,17 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
         image, mask = sample.image_and_mask(size)
         images.append(image)
         masks.append(mask)
-    maps, scores = predict_images(model, images, batch_size=batch_size, map_sigma=run.config.map_sigma)
+    maps, scores = predict_images(model, images, batch_size=batch_size, map_sigma=run.config.map_sigma,
+                                  channels_last=channels_last, device=execution.device,
+                                  precision=execution.precision)
     labels = np.array([s.label for s in samples], dtype=bool)
     masks_arr = np.stack(masks)
     metrics = detection_metrics(scores, labels, maps, masks_arr)
 
+    varied = dict(setup or {})
+    label = str(varied.pop("label", meta["generator"]))
     if keep_files:
         _write_scores(folder / f"scores-{protocol}.csv", samples, data, scores)
-        varied = dict(setup or {})
-        label = str(varied.pop("label", meta["generator"]))
         _write_per_image(folder, protocol, dict(meta, generator=label), samples, data, scores, labels, maps,
                          masks_arr, varied)
     else:
@@ -176,6 +192,7 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
         "detector": meta["detector"], "seed": int(meta["seed"]), "protocol": protocol, "metric": name,
         "value": float(value), "config_hash": result_config_hash(meta), "version": anobench.__version__, **setup,
     } for name, value in metrics.items()]
+    rows.append({**rows[0], "metric": DEVICE_PREFIX + device_label(execution.device), "value": 1.0})
     append_rows(results_path, rows)
     return Evaluation(folder, protocol, len(samples), int(labels.sum()), metrics, rows, results_path,
                       time.perf_counter() - started)

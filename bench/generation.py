@@ -21,6 +21,7 @@ import numpy as np
 import anobench
 from anobench.config import apply_overrides, config_hash, config_to_dict
 from anobench.datasets import CategoryData, list_images, load_category
+from anobench.devices import resolve_device  # one resolver for every command
 from anobench.errors import AnobenchError
 from anobench.generators.base import (
     GeneratedSample,
@@ -58,12 +59,6 @@ class GenerationSummary:
         )
 
 
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def peak_memory_mb() -> float:

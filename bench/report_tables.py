@@ -112,7 +112,7 @@ def build_tables(df, metrics: Sequence[str] | None = None, layout: str | None = 
     df = _latest(df)
     detection = df[df["detector"] != NO_DETECTOR]
     quality = df[df["detector"] == NO_DETECTOR]
-    det_names = _ordered(set(detection["metric"]), DETECTION_ORDER)
+    det_names = [m for m in _ordered(set(detection["metric"]), DETECTION_ORDER) if not m.startswith(DEVICE_PREFIX)]
     qual_names = [m for m in _ordered(set(quality["metric"]), tuple(QUALITY_STYLE)) if not m.startswith(DEVICE_PREFIX)]
     if metrics is not None:
         metrics = [m.strip() for m in metrics if m.strip()]

@@ -110,7 +110,8 @@ class MlflowLogger:
         self._params(run_id, params)
         rows = read_results(results)
         metrics = [Metric(f"{row.protocol}/{row.metric}", float(row.value), 0, 0)
-                   for row in rows.itertuples() if math.isfinite(float(row.value))]
+                   for row in rows.itertuples() if math.isfinite(float(row.value))
+                   and not str(row.metric).startswith("device=")]  # a fact, logged as detector.execution.*
         if outcome.seconds:
             metrics.append(Metric("cell_seconds", float(outcome.seconds), 0, 0))
         self.client.log_batch(run_id, metrics=metrics)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -117,11 +117,11 @@ class TrainingData:
 class BatchSource:
     """Batch ``step`` = a fixed draw from (seed, step); the next batch is decoded in a thread."""
 
-    def __init__(self, data: TrainingData, config: TrainConfig, seed: int) -> None:
+    def __init__(self, data: TrainingData, config: TrainConfig, seed: int, prefetch_thread: bool = True) -> None:
         self.data, self.config, self.seed = data, config, seed
         self.cache = ImageCache(config.image_size)
         self.n_synthetic = max(1, min(config.batch_size - 1, round(config.batch_size * config.synthetic_fraction)))
-        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pool = ThreadPoolExecutor(max_workers=1) if prefetch_thread else None
         self._pending: dict[int, Any] = {}
 
     def _indices(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -152,9 +152,47 @@ class BatchSource:
         """Batch ``step`` as uint8 images and bool masks; starts decoding ``prefetch`` meanwhile."""
         future = self._pending.pop(step, None)
         batch = future.result() if future is not None else self._load(step)
-        if prefetch is not None and prefetch not in self._pending:
+        if prefetch is not None and self._pool is not None and prefetch not in self._pending:
             self._pending[prefetch] = self._pool.submit(self._load, prefetch)
         return batch
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _StepBatches(torch.utils.data.Dataset):
+    """Batch ``i`` of a DataLoader is training step ``start + i`` (any worker builds any step)."""
+
+    def __init__(self, data: TrainingData, config: TrainConfig, seed: int, start: int, stop: int) -> None:
+        self.source = BatchSource(data, config, seed, prefetch_thread=False)  # each worker caches its own images
+        self.start, self.stop = start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.source._load(self.start + i)
+
+
+def step_batches(data: TrainingData, config: TrainConfig, seed: int, start: int, stop: int, workers: int = 0,
+                 pin_memory: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of steps ``start .. stop - 1`` in order, uint8 images and bool masks.
+
+    ``workers`` 0 keeps the in-process decoder with one prefetch thread (the CPU default);
+    more decode in a ``torch.utils.data.DataLoader`` with that many processes, pinned memory
+    for fast host-to-GPU copies. Either way batch ``s`` is the same tensors: it depends on
+    ``(seed, s)`` alone.
+    """
+    if workers == 0 and not pin_memory:
+        source = BatchSource(data, config, seed)
+        try:
+            for step in range(start, stop):
+                yield source.get(step, prefetch=step + 1 if step + 1 < stop else None)
+        finally:
+            source.close()
+        return
+    loader = torch.utils.data.DataLoader(_StepBatches(data, config, seed, start, stop), batch_size=None,
+                                         shuffle=False, num_workers=workers, pin_memory=pin_memory,
+                                         persistent_workers=False, prefetch_factor=4 if workers else None)
+    yield from loader

@@ -6,25 +6,36 @@ import numpy as np
 import torch
 
 from anobench.detectors.base import Detector
+from anobench.devices import Precision, autocast
 
 
-def to_input(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-    """uint8 B x 3 x H x W -> float in [0, 1] (the detectors' input)."""
+def to_input(images: torch.Tensor, channels_last: bool = False, device: str = "cpu") -> torch.Tensor:
+    """uint8 B x 3 x H x W -> float in [0, 1] on ``device`` (the detectors' input).
+
+    The uint8 batch crosses to the device before the conversion: a quarter of the bytes of floats.
+    """
+    if images.device.type != torch.device(device).type:
+        images = images.to(device, non_blocking=True)
     x = images.float().div_(255.0)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 @torch.no_grad()
 def predict_images(model: Detector, images: list[np.ndarray] | torch.Tensor, batch_size: int = 8,
-                   channels_last: bool = False, map_sigma: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """(maps N x H x W float32, scores N) for uint8 HxWx3 arrays or a uint8 N x 3 x H x W tensor."""
+                   channels_last: bool = False, map_sigma: float = 0.0, device: str = "cpu",
+                   precision: Precision = Precision(None, False)) -> tuple[np.ndarray, np.ndarray]:
+    """(maps N x H x W float32, scores N) for uint8 HxWx3 arrays or a uint8 N x 3 x H x W tensor.
+
+    ``model`` must already be on ``device``; maps and scores come back as float32 on the host.
+    """
     model.eval()
     maps, scores = [], []
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
         if not isinstance(chunk, torch.Tensor):
             chunk = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2)
-        m, s = model.predict(to_input(chunk, channels_last), map_sigma=map_sigma)
-        maps.append(m.numpy().astype(np.float32))
-        scores.append(s.numpy())
+        with autocast(device, precision):
+            m, s = model.predict(to_input(chunk, channels_last, device), map_sigma=map_sigma)
+        maps.append(m.float().cpu().numpy().astype(np.float32))
+        scores.append(s.float().cpu().numpy())
     return np.concatenate(maps), np.concatenate(scores)

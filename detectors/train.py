@@ -23,7 +23,7 @@ from anobench.artifacts import open_artifact, relative_path
 from anobench.config import config_hash, config_to_dict
 from anobench.datasets import load_category
 from anobench.detectors.base import Detector, build_detector
-from anobench.detectors.data import BatchSource, ImageCache, TrainingData
+from anobench.detectors.data import ImageCache, TrainingData, step_batches
 from anobench.detectors.predict import predict_images, to_input
 from anobench.detectors.profiles import PROFILES, TrainConfig, profile_config  # noqa: F401 - re-exported
 from anobench.detectors.run import (  # noqa: F401 - re-exported for callers of the old module
@@ -36,6 +36,7 @@ from anobench.detectors.run import (  # noqa: F401 - re-exported for callers of 
     load_checkpoint,
     save_checkpoint,
 )
+from anobench.devices import Execution, autocast, grad_scaler, peak_gpu_memory_mb, set_deterministic
 from anobench.errors import AnobenchError
 from anobench.images import atomic_write_text
 from anobench.progress import progress_bar
@@ -89,7 +90,7 @@ class _CsvLog:
 
 
 def validation_score(model: Detector, data: TrainingData, cache: ImageCache, channels_last: bool,
-                     map_sigma: float = 0.0) -> dict[str, float]:
+                     map_sigma: float = 0.0, execution: Execution = Execution()) -> dict[str, float]:
     """Image AUROC (held-out synthetic vs held-out normals) and pixel AP; their mean selects."""
     from anobench.metrics.detection import ranking_metrics
 
@@ -97,7 +98,8 @@ def validation_score(model: Detector, data: TrainingData, cache: ImageCache, cha
     images = torch.stack([cache.image(p) for p in data.val_normals] + [cache.image(p) for p, _ in data.val_synthetic])
     masks = torch.stack([torch.zeros((1, size, size), dtype=torch.bool)] * len(data.val_normals)
                         + [cache.mask(m) for _, m in data.val_synthetic])
-    maps, scores = predict_images(model, images, channels_last=channels_last, map_sigma=map_sigma)
+    maps, scores = predict_images(model, images, channels_last=channels_last, map_sigma=map_sigma,
+                                  device=execution.device, precision=execution.precision)
     labels = np.r_[np.zeros(len(data.val_normals), bool), np.ones(len(data.val_synthetic), bool)]
     image_auroc = ranking_metrics(scores, labels)[0] if len(data.val_normals) else math.nan
     pixel_ap = ranking_metrics(maps.ravel(), masks.numpy().ravel())[1]
@@ -119,6 +121,10 @@ def train_detector(
     overrides: dict[str, str] | None = None,
     progress: bool = True,
     max_steps: int | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    workers: int | None = None,
+    deterministic: bool = False,
 ) -> TrainSummary:
     """Train (or resume) a detector on ``generated`` plus the category's normals into ``out``.
 
@@ -127,7 +133,12 @@ def train_detector(
     is frozen into run.json at the first start and read back on resume, so a set that grew since
     does not move samples between the two. ``max_steps`` stops early after that many steps in
     this call (the run stays resumable): tests use it to simulate a kill.
+
+    ``device``/``precision``/``workers``/``deterministic`` say where it runs
+    (:class:`anobench.devices.Execution`); run.json records them under ``execution``. On the
+    CPU the defaults are main's fp32 loop, bit for bit.
     """
+    execution = Execution.resolve(device, precision, workers, deterministic)
     config = profile_config(profile, overrides, detector=detector, encoder=encoder, encoder_weights=encoder_weights)
     gen = GeneratedSet.open(generated)
     dataset, category = _check_generated(gen, dataset, category, Path(generated))
@@ -161,7 +172,7 @@ def train_detector(
         "anobench_version": anobench.__version__,
     }
     with open_artifact(out, RUN_JSON, meta, IDENTITY_KEYS, "detector run") as artifact:
-        return _train(artifact, config, model, gen, data, seed, progress, max_steps)
+        return _train(artifact, config, model, gen, data, seed, progress, max_steps, execution)
 
 
 def _frozen_record(out: Path) -> dict[str, Any] | None:
@@ -181,7 +192,7 @@ def _frozen_count(frozen: dict[str, Any] | None, available: int) -> int:
 
 
 def _train(artifact, config: TrainConfig, model: Detector, gen: GeneratedSet, data, seed: int, progress: bool,
-           max_steps: int | None) -> TrainSummary:
+           max_steps: int | None, execution: Execution) -> TrainSummary:
     out, meta, category = artifact.folder, artifact.meta, data.category
     if meta.get("status") == "trained" and (out / BEST_CHECKPOINT).exists():
         return TrainSummary(out, meta["config"]["steps"], meta["best"]["step"], meta["best"]["score"],
@@ -192,8 +203,12 @@ def _train(artifact, config: TrainConfig, model: Detector, gen: GeneratedSet, da
     else:
         split = TrainingData.split(normals, gen, config, seed)
         artifact.save(training_split=split.to_record(gen, data.relpath))
+    if execution.deterministic or execution.device != "cpu":
+        set_deterministic(execution.deterministic)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    model = model.to(execution.device)
+    scaler = grad_scaler(execution.device, execution.precision)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     milestones = sorted({max(1, int(round(m * config.steps))) for m in config.lr_milestones})
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=config.lr_gamma)
@@ -208,31 +223,42 @@ def _train(artifact, config: TrainConfig, model: Detector, gen: GeneratedSet, da
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and execution.device.startswith("cuda"):
+            torch.cuda.set_rng_state(state["cuda_rng"], torch.device(execution.device))
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         start, seconds, best = state["step"], state["seconds"], state["best"]
     resumed_from = start
     _truncate_log(out / LOSS_LOG, start)
     _truncate_log(out / VAL_LOG, start)
     loss_log = _CsvLog(out / LOSS_LOG, ["step", "loss", "lr", "seconds"])
     val_log = _CsvLog(out / VAL_LOG, ["step", "image_auroc", "pixel_ap", "score"])
-    artifact.save(split=split.summary(), status="training")
+    artifact.save(split=split.summary(), status="training", execution=execution.record())
 
-    source = BatchSource(split, config, seed)
     stop = config.steps if max_steps is None else min(config.steps, start + max_steps)
+    batches = step_batches(split, config, seed, start, stop, execution.workers, execution.pin_memory)
+    cache = ImageCache(config.image_size)  # validation images (the loader's workers keep their own)
     bar = progress_bar(total=config.steps, initial=start, desc=f"train {config.detector}/{category}", unit="step",
                        disable=not progress)
     from torchvision.ops import sigmoid_focal_loss
 
     try:
-        for step in range(start, stop):
-            t0 = time.perf_counter()
-            images, masks = source.get(step, prefetch=step + 1 if step + 1 < stop else None)
+        t0 = time.perf_counter()
+        for step, (images, masks) in zip(range(start, stop), batches):
             model.train()
-            logits = model(to_input(images, config.channels_last))
-            loss = sigmoid_focal_loss(logits, masks.float(), alpha=config.focal_alpha, gamma=config.focal_gamma,
-                                      reduction="mean")
+            with autocast(execution.device, execution.precision):
+                logits = model(to_input(images, config.channels_last, execution.device))
+            # the loss in fp32 from fp32 logits: focal terms of confident pixels underflow in half
+            loss = sigmoid_focal_loss(logits.float(), masks.to(execution.device, non_blocking=True).float(),
+                                      alpha=config.focal_alpha, gamma=config.focal_gamma, reduction="mean")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             done = step + 1
@@ -240,7 +266,7 @@ def _train(artifact, config: TrainConfig, model: Detector, gen: GeneratedSet, da
                 raise AnobenchError(f"training diverged at step {done} (loss {loss.item()}); lower --set lr=...")
             if done % config.val_every == 0 or done == config.steps:
                 if split.val_synthetic:
-                    val = validation_score(model, split, source.cache, config.channels_last, config.map_sigma)
+                    val = validation_score(model, split, cache, config.channels_last, config.map_sigma, execution)
                     val_log.write(done, val["image_auroc"], val["pixel_ap"], val["score"])
                     if val["score"] > best["score"]:
                         best = {"step": done, "score": val["score"]}
@@ -255,20 +281,31 @@ def _train(artifact, config: TrainConfig, model: Detector, gen: GeneratedSet, da
                 save_checkpoint(out / LAST_CHECKPOINT, {
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                    **_accelerator_state(execution, scaler),
                     "step": done, "seconds": seconds, "best": best,
                 })
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             bar.update(1)
+            t0 = time.perf_counter()  # the next batch's wait counts, log and checkpoint writes do not
     finally:
         bar.close()
-        source.close()
+        batches.close()
         loss_log.close()
         val_log.close()
 
     if stop == config.steps:
         artifact.save(status="trained", best=best, train_seconds=round(seconds, 1),
-                      steps_per_second=round((config.steps - resumed_from) / max(seconds, 1e-9), 4))
+                      steps_per_second=round((config.steps - resumed_from) / max(seconds, 1e-9), 4),
+                      peak_gpu_memory_mb=peak_gpu_memory_mb(execution.device))
     return TrainSummary(out, stop, best["step"], best["score"], seconds, resumed_from)
+
+
+def _accelerator_state(execution: Execution, scaler) -> dict[str, Any]:
+    """Extra resume state off the CPU: the CUDA generator and the fp16 loss scale."""
+    if not execution.device.startswith("cuda"):
+        return {}
+    return {"cuda_rng": torch.cuda.get_rng_state(torch.device(execution.device)),
+            "scaler": scaler.state_dict() if scaler is not None else None}
 
 
 def _check_generated(gen: GeneratedSet, dataset: str | None, category: str | None,

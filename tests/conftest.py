@@ -10,7 +10,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# ../shared beside the repository; ANOBENCH_SHARED points elsewhere (a worktree outside the checkout)
+SHARED = Path(os.environ.get("ANOBENCH_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
+SHARED_DATA = SHARED / "data"
 
 
 @pytest.fixture(scope="session")

@@ -209,7 +209,8 @@ def test_anomaly_is_drawn_with_the_seed_or_fixed(pipe):
 def test_generate_shapes_and_manifest_record(pipe):
     gen = make_generator(pipe, steps=8)
     samples = gen.generate(requests(3))
-    knobs = {f.name for f in fields(DeltaDenoConfig)} - {"object_name", "anomaly", "dtype", "batch_invariant"}
+    knobs = {f.name for f in fields(DeltaDenoConfig)} - {"object_name", "anomaly", "dtype", "batch_invariant",
+                                                        "variant", "prompt_file"}
     for s in samples:
         assert s.image.shape == (64, 64, 3) and s.image.dtype == np.uint8
         assert s.mask.shape == (64, 64) and s.mask.dtype == bool and 0 < s.mask.mean() < 1
@@ -463,3 +464,117 @@ def test_the_tiny_tokenizer_for_bare_clones_is_a_clip_tokenizer():
         "a</w>", "photo</w>", "of</w>", "a</w>", "bottle</w>", "with</w>", "broken</w>", "large</w>"]
     ids = tokenizer("a photo of a zzq", padding="max_length", max_length=77)["input_ids"]
     assert ids[0] == tokenizer.bos_token_id and len(ids) == 77 and tokenizer.eos_token_id in ids
+
+
+# ----------------------------------------------------------------------------- resolution, variant, prompts, area
+
+
+def test_generation_runs_at_the_models_native_size_and_resizes_after(pipe):
+    shapes = []
+    hook = pipe.unet.register_forward_pre_hook(lambda module, args: shapes.append(tuple(args[0].shape[-2:])))
+    try:
+        gen = DeltaDenoGenerator(DeltaDenoConfig(steps=4, strength=1.0))
+        gen.setup(GenerationContext("mvtec_ad", "bottle", 32, model="tiny"), pipeline=pipe)
+        assert gen.resolution == 64  # tiny UNet sample_size 8 x VAE factor 8
+        [sample] = gen.generate(requests(1, size=32))
+        assert set(shapes) == {(8, 8)}, "SD ran at 64 px, not at the detector's 32"
+        assert sample.image.shape == (32, 32, 3) and sample.mask.shape == (32, 32) and sample.mask.any()
+        assert sample.arrays["heatmap"].shape == (32, 32) and sample.extra["resolution"] == 64
+        shapes.clear()
+        gen = DeltaDenoGenerator(DeltaDenoConfig(steps=4, strength=1.0, resolution=128))
+        gen.setup(GenerationContext("mvtec_ad", "bottle", 32, model="tiny"), pipeline=pipe)
+        gen.generate(requests(1, size=32))
+        assert set(shapes) == {(16, 16)}
+    finally:
+        hook.remove()
+
+
+def test_resize_mask_keeps_half_covered_pixels_and_never_empties():
+    from anobench.generators.deltadeno import resize_mask
+
+    mask = np.zeros((64, 64), bool)
+    mask[8:24, 8:24] = True
+    assert resize_mask(mask, 32).sum() == 64  # 16x16 -> 8x8
+    tiny = np.zeros((64, 64), bool)
+    tiny[0, 0] = True
+    assert resize_mask(tiny, 16).sum() == 1
+
+
+def test_fp16_only_folder_loads_through_its_variant(tmp_path):
+    from anobench.generators.deltadeno import only_variant_files
+    from tiny_sd import as_stable_diffusion, tiny_sd_components
+
+    folder = tmp_path / "fp16"
+    as_stable_diffusion(tiny_sd_components()).save_pretrained(folder, variant="fp16")
+    assert only_variant_files(folder) == "fp16"
+    assert any(".fp16." in p.name for p in (folder / "unet").iterdir())
+    pipe = load_pipeline(str(folder))  # picked up without --set variant
+    assert pipe.unet.config.sample_size == 8
+    assert load_pipeline(str(folder), variant="fp16").unet.dtype == torch.float32  # weights as saved, cast to dtype
+    with pytest.raises(AnobenchError, match="cannot load"):
+        load_pipeline(str(folder), variant="bf16")
+
+
+MAGNETIC_TILE = ["blowhole", "break", "crack", "fray", "uneven"]
+
+
+def test_prompts_follow_the_datasets_own_defect_names(tmp_path):
+    mvtec_tile = category_prompts("mvtec_ad", "tile", ["crack", "glue_strip", "gray_stroke", "oil", "rough"])
+    assert mvtec_tile == CATEGORIES["mvtec_ad"]["tile"]
+    magnetic = category_prompts("mvtec_ad", "tile", MAGNETIC_TILE)  # Magnetic-tile in the MVTec layout
+    assert sorted(magnetic.defects) == MAGNETIC_TILE and magnetic.object_name == "tile"
+    assert magnetic.defects["blowhole"] == "blowhole" and magnetic.defects["crack"] == GENERIC_DEFECTS["crack"]
+    assert "ceramic" not in magnetic.object_name and "glue_strip" not in magnetic.defects
+    subset = category_prompts("mvtec_ad", "bottle", ["contamination"])  # a protocol that drops types
+    assert list(subset.defects) == ["contamination"] and subset.object_name == "bottle"
+    file = tmp_path / "prompts.yaml"
+    file.write_text("tile:\n  object: magnetic tile\n  defects:\n    blowhole: a small blowhole\n")
+    user = category_prompts("mvtec_ad", "tile", MAGNETIC_TILE, prompt_file=str(file))
+    assert user.object_name == "magnetic tile" and user.defects == {"blowhole": "a small blowhole"}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("object: x\n")
+    with pytest.raises(AnobenchError, match="needs 'defects"):
+        category_prompts("mvtec_ad", "tile", prompt_file=str(bad))
+    with pytest.raises(AnobenchError, match="not found"):
+        category_prompts("mvtec_ad", "tile", prompt_file=str(tmp_path / "none.yaml"))
+
+
+def test_magnetic_tile_folders_give_its_own_prompts(shared_data, pipe):
+    from anobench.datasets import load_category
+
+    root = shared_data / "magnetic_tile"
+    if not (root / "tile").is_dir():
+        pytest.skip(f"{root / 'tile'} not found")
+    data = load_category("mvtec_ad", root, "tile")
+    gen = DeltaDenoGenerator(DeltaDenoConfig(steps=2))
+    gen.setup(GenerationContext("mvtec_ad", "tile", 64, model="tiny", defect_types=data.defect_types), pipeline=pipe)
+    assert sorted(gen.prompts.defects) == MAGNETIC_TILE and gen.normal_prompt == "a photo of a tile"
+
+
+def test_alignment_changes_nothing_with_the_default_suffix_templates(pipe):
+    """Why the docstring drops the claim: CLIP is causal, so the shared prefix is already equal."""
+    from anobench.generators.deltadeno.prompts import encode_texts
+
+    tok, enc = pipe.tokenizer, pipe.text_encoder
+    config = DeltaDenoConfig()
+    normal = config.normal_template.format(object="bottle")
+    anomaly = config.anomaly_template.format(object="bottle", anomaly=PHRASE)
+    refined = pipe.encode_prompts(normal, [anomaly], [PHRASE], token_weight=1.0)
+    raw = encode_texts(tok, enc, [anomaly])[0]
+    assert torch.equal(refined.anomaly[0], raw)
+    n_prefix = len(token_ids(tok, normal)) - 1  # BOS .. "bottle"
+    assert torch.equal(raw[:n_prefix], refined.normal[0, :n_prefix])
+
+
+def test_max_area_caps_the_mask():
+    from anobench.generators.deltadeno.pipeline import localise
+
+    delta = torch.rand(2, 8, 8) * 0.01
+    delta[:, :6, :] += 1.0  # 75% of the map above any threshold
+    _, mask, _ = localise(delta, (64, 64), 8, 0.0, 0.5, 0.005)
+    assert mask[0].float().mean() >= 0.7
+    heat, capped, _ = localise(delta, (64, 64), 8, 0.0, 0.5, 0.005, max_area=0.25)
+    assert int(capped[0].sum()) == 1024
+    assert heat[0][capped[0]].min() >= heat[0][~capped[0]].max()  # the highest-scoring pixels kept
+    with pytest.raises(AnobenchError, match="max_area"):
+        DeltaDenoConfig(max_area=0.001).validate()

@@ -38,7 +38,7 @@ from anobench.generators.dhdiff.preprocess import (
     raw_mask_cells,
     sample_cells,
 )
-from anobench.generators.dhdiff.train import TrainingSet, fit, make_batch, training_loss
+from anobench.generators.dhdiff.train import TrainingSet, fit, make_batch, train, training_loss
 
 DEFECTS = ["hole", "scratch"]
 
@@ -668,3 +668,191 @@ def test_bottle_short_training_lowers_loss_and_generates(shared_data, tmp_path):
     out = generate_dataset("dhdiff", "mvtec_ad", shared_data / "mvtec_ad", "bottle", 2, tmp_path / "gen",
                            checkpoint=tmp_path / "ckpt", overrides={"threads": "1"}, progress=False)
     assert out.total == 2
+
+
+# --- SD scale: start equal to SD, prediction type, mixed precision, checkpointing, hub ids ------------
+
+
+def _sd_equality(placement, sd_folder):
+    from diffusers import UNet2DConditionModel
+
+    from anobench.generators.dhdiff.model import load_sd_unet
+
+    plain = UNet2DConditionModel.from_pretrained(sd_folder, subfolder="unet").eval()
+    model = DHDiffUNet(load_sd_unet(str(sd_folder)), placement).eval()
+    torch.manual_seed(0)
+    z_i, z_a, z_r = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    text, t = torch.randn(2, 77, 32), torch.tensor([10, 500])
+    with torch.no_grad():
+        eps_i, eps_a = model(z_i, z_a, t, text, z_reference=z_r)
+        ref_i = plain(z_i, t, encoder_hidden_states=text).sample
+        ref_a = plain(z_a, t, encoder_hidden_states=text).sample
+    return max(float((eps_i - ref_i).abs().max()), float((eps_a - ref_a).abs().max()))
+
+
+def test_sd_start_equals_sd_only_with_dda_at_every_site(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from tiny_sd import save_tiny_sd
+
+    sd = save_tiny_sd(tmp_path / "sd")
+    everywhere = Placement("all", "all", True, "all", "every_other", True)
+    assert _sd_equality(everywhere, sd) < 1e-5  # DDA + SSM at init: SD on each domain
+    assert _sd_equality(Placement(), sd) > 1e-3  # the paper's default: joint attention mixes the domains
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+def test_training_target_follows_the_prediction_type(kind):
+    from anobench.generators.dhdiff.train import prediction_target
+
+    scheduler = training_scheduler({"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2",
+                                    "prediction_type": kind})
+    clean, noise, t = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8), torch.tensor([100, 900])
+    target = prediction_target(scheduler, clean, noise, t)
+    alpha = scheduler.alphas_cumprod[t].sqrt().view(-1, 1, 1, 1)
+    sigma = (1 - scheduler.alphas_cumprod[t]).sqrt().view(-1, 1, 1, 1)
+    expected = {"epsilon": noise, "v_prediction": alpha * noise - sigma * clean, "sample": clean}[kind]
+    assert torch.allclose(target, expected, atol=1e-6)
+
+
+def test_bf16_autocast_and_gradient_checkpointing_train_on_cpu(tmp_path):
+    """The low-memory path (autocast + recomputation) runs and learns on the CPU too."""
+    config = tiny_config(batch_size=2, resolution=16, block_out_channels=(16, 16), steps=2, checkpoint_every=2,
+                         precision="bf16", gradient_checkpointing=True, ema_decay=0.0)
+    bundle = build_bundle(config, "box", DEFECTS, seed=0)
+    data = toy_training_set(size=16)
+    summary = train(bundle, data, tmp_path / "ckpt", steps=2, progress=False)
+    assert np.isfinite(summary["loss"]) and bundle.backbone.unet.is_gradient_checkpointing
+    with pytest.raises(AnobenchError, match="fp16 needs a GPU"):
+        train(build_bundle(tiny_config(precision="fp16"), "box", DEFECTS), data, tmp_path / "x", steps=1,
+              progress=False)
+
+
+def test_a_cached_hub_id_resolves_to_its_snapshot(tmp_path, monkeypatch):
+    from anobench.generators.sd_weights import resolve_sd_weights
+
+    monkeypatch.delenv("ANOBENCH_ALLOW_DOWNLOAD", raising=False)
+    assert resolve_sd_weights(str(tmp_path), "dhdiff") == tmp_path
+    with pytest.raises(AnobenchError, match="neither a local folder nor a hub id"):
+        resolve_sd_weights("no-such-org/no-such-model", "dhdiff")
+    snapshot = tmp_path / "snap"
+    monkeypatch.setattr("huggingface_hub.snapshot_download", lambda repo, local_files_only: str(snapshot))
+    assert resolve_sd_weights("org/model", "dhdiff") == snapshot
+
+
+def test_checkpoint_contents_state_policy_and_keep_last(tmp_path, monkeypatch):
+    import anobench.generators.dhdiff.train as train_module
+    from anobench.generators.dhdiff.train import state_due
+
+    config = tiny_config(batch_size=2, resolution=16, block_out_channels=(16, 16), checkpoint_every=1,
+                         keep_last=2, state_every=3, ema_decay=0.0)
+    saved = []
+    real = train_module._save_state
+    monkeypatch.setattr(train_module, "_save_state", lambda *a: (saved.append(a[3]), real(*a)))
+    train(build_bundle(config, "box", DEFECTS, seed=0), toy_training_set(size=16), tmp_path / "c", steps=4,
+          progress=False)
+    assert saved == [3, 4]  # every state_every steps, and the last
+    kept = sorted(p.name for p in (tmp_path / "c" / "steps").iterdir())
+    assert kept == ["step-0000003.safetensors", "step-0000004.safetensors"]
+    assert (tmp_path / "c" / "steps" / kept[-1]).read_bytes() == (tmp_path / "c" / "model.safetensors").read_bytes()
+    assert (tmp_path / "c" / "steps" / kept[0]).read_bytes() != (tmp_path / "c" / "model.safetensors").read_bytes()
+    sd_default = tiny_config(checkpoint_every=250)
+    assert [s for s in range(1, 1201) if state_due(sd_default, False, s, 1200)] == [1200]  # SD: last step only
+    assert [s for s in range(1, 1001) if state_due(sd_default, True, s, 1000)] == [250, 500, 750, 1000]
+
+
+def test_generation_conditions_the_twin_on_a_real_reference_crop(demo_root, tiny_checkpoint):
+    """reference=crop: z_R is the reference anomaly inside the raw mask, noised with the image noise."""
+    import dataclasses as dc
+
+    context = _disc_context(demo_root, tiny_checkpoint)
+    context = dc.replace(context, references=[dc.replace(r, defect_type="hole") for r in context.references])
+    seen = {}
+
+    def run(reference, references):
+        gen = DHDiffGenerator(tiny_config(mask_threshold=0.3, feather=0.0, reference=reference, max_attempts=1))
+        gen.setup(dc.replace(context, references=references))
+        calls = []
+        real = gen.bundle.backbone.forward
+        gen.bundle.backbone.forward = lambda *a, **k: (calls.append(k["z_reference"].clone()), real(*a, **k))[1]
+        defect, cells, image = gen._plan(_request(5))
+        sample = gen.generate([_request(5)])[0]
+        seen[reference] = (cells, image, calls, sample)
+
+    run("crop", context.references)
+    run("latent", context.references)
+    cells_crop, image, calls_crop, sample_crop = seen["crop"]
+    cells_latent, none, calls_latent, sample_latent = seen["latent"]
+    assert image is not None and none is None
+    assert cells_crop.any() and cells_crop.shape == cells_latent.shape
+    assert not torch.equal(calls_crop[0], calls_latent[0])
+    assert not np.array_equal(sample_crop.image, sample_latent.image)
+    # other reference pixels, same everything else: the twin's input changes
+    darker = [dc.replace(r, image=(np.asarray(r.image) // 2).astype(np.uint8)) for r in context.references]
+    run("crop", darker)
+    assert not torch.equal(seen["crop"][2][0], calls_crop[0])
+    run("crop", [])  # no references at hand: the latent rule
+    assert torch.equal(seen["crop"][2][0], calls_latent[0])
+
+
+def test_lora_trains_adapters_and_dda_ssm_only_and_round_trips(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from tiny_sd import save_tiny_sd
+
+    sd = save_tiny_sd(tmp_path / "sd")
+    full = build_bundle(DHDiffConfig(sd_resolution=64, batch_size=2), "disc", ["hole"], model=str(sd))
+    config = DHDiffConfig(sd_resolution=64, batch_size=2, trained="lora", lora_rank=4, ema_decay=0.0,
+                          checkpoint_every=1, num_inference_steps=2, min_mask_pixels=1)
+    lora = build_bundle(config, "disc", ["hole"], model=str(sd))
+    names = [n for n, p in lora.backbone.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n or ".processor." in n or "class_embedding" in n for n in names)
+    assert any("reference_encoder" in n and "lora_" in n for n in names)  # the twin gets adapters too
+    assert any(".processor." in n for n in names)  # DDA/SSM always trained
+    n_full = sum(p.numel() for p in full.backbone.parameters() if p.requires_grad)
+    n_lora = sum(p.numel() for n, p in lora.backbone.named_parameters() if p.requires_grad)
+    assert n_lora < 0.5 * n_full
+    z, text, t = torch.randn(1, 4, 8, 8), torch.randn(1, 77, 32), torch.tensor([300])
+    with torch.no_grad():  # B = 0: LoRA starts as the full model
+        for a, b in zip(full.backbone(z, z, t, text, z_reference=z), lora.backbone(z, z, t, text, z_reference=z)):
+            assert torch.allclose(a, b, atol=1e-5)
+    rng = np.random.default_rng(0)
+    image = rng.uniform(-1, 1, (64, 64, 3)).astype(np.float32)
+    mask = np.zeros((64, 64), bool)
+    mask[10:30, 20:40] = True
+    data = TrainingSet("disc", [(image, mask, "hole")], [image], [("hole", raw_mask_cells(mask, 5, 8))])
+    frozen = {n: p.detach().clone() for n, p in lora.backbone.named_parameters() if not p.requires_grad}
+    lora.meta.update(reference_cells=[{"defect_type": "hole", "cells": raw_mask_cells(mask, 5, 8).astype(int).tolist()}])
+    train(lora, data, tmp_path / "ckpt", steps=2, progress=False)
+    assert all(torch.equal(frozen[n], p) for n, p in lora.backbone.named_parameters() if n in frozen)
+    stored = _weights(tmp_path / "ckpt")
+    assert set(stored) == {f"backbone.{n}" for n in names}  # trainable weights only
+    loaded = load_checkpoint(tmp_path / "ckpt")
+    with torch.no_grad():
+        for a, b in zip(lora.backbone.eval()(z, z, t, text, z_reference=z), loaded.backbone(z, z, t, text, z_reference=z)):
+            assert torch.allclose(a, b, atol=1e-5)
+    with pytest.raises(AnobenchError, match="trained=lora needs --model"):
+        build_bundle(DHDiffConfig(trained="lora"), "disc", ["hole"])
+
+
+def test_tied_reference_encoder_shares_the_unets_weights(tmp_path):
+    config = tiny_config(batch_size=2, resolution=16, block_out_channels=(16, 16), ema_decay=0.0, checkpoint_every=1)
+    untied = build_bundle(config, "box", DEFECTS, seed=0)
+    tied = build_bundle(dataclasses.replace(config, tied_reference=True), "box", DEFECTS, seed=0)
+    enc, unet = tied.backbone.reference_encoder, tied.backbone.unet
+    assert enc.conv_in is unet.conv_in and enc.down_blocks[0] is unet.down_blocks[0]
+    n = lambda b: sum(p.numel() for p in b.backbone.parameters())  # noqa: E731
+    assert n(untied) - n(tied) == sum(p.numel() for p in untied.backbone.reference_encoder.parameters())
+    data = toy_training_set(size=16)
+    batch = make_batch(data, config, 0, 0, 2)
+    scheduler = training_scheduler(untied.scheduler_config)
+    with torch.no_grad():  # at init the twin is a copy, so tied and untied compute the same
+        assert torch.allclose(training_loss(untied, batch, scheduler)[0], training_loss(tied, batch, scheduler)[0],
+                              atol=1e-6)
+    processors = {name: type(p).__name__ for name, p in unet.attn_processors.items()}
+    tied.config = dataclasses.replace(tied.config, gradient_checkpointing=True)  # the twin pass must not recompute
+    train(tied, data, tmp_path / "ckpt", steps=2, progress=False)
+    assert {name: type(p).__name__ for name, p in unet.attn_processors.items()} == processors  # restored
+    loaded = load_checkpoint(tmp_path / "ckpt")
+    assert loaded.backbone.reference_encoder.conv_in is loaded.backbone.unet.conv_in
+    with torch.no_grad():
+        assert torch.allclose(training_loss(tied, batch, scheduler)[0], training_loss(loaded, batch, scheduler)[0],
+                              atol=1e-6)

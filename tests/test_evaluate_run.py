@@ -47,7 +47,7 @@ def test_evaluate_scores_the_protocol_test_split(trained_run, demo_root):
     df = read_results(trained_run)
     assert tuple(df.columns) == RESULT_COLUMNS
     assert set(df["metric"]) == {"image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap",
-                                 "pixel_f1max", "aupro"}
+                                 "pixel_f1max", "aupro", "device=cpu"}  # the device is a fact row
     row = df.iloc[0]
     assert (row["dataset"], row["category"], row["generator"], row["detector"], row["seed"], row["protocol"]) == \
         ("mvtec_ad", "disc", "crop_paste", "unet", 0, "thirds")
@@ -71,7 +71,7 @@ def test_evaluate_all_test_images_and_cli(trained_run):
 
     df = read_results(trained_run)
     assert set(df["protocol"]) >= {"all"}
-    assert (df["protocol"] == "all").sum() == 7
+    assert (df["protocol"] == "all").sum() == 8  # 7 metrics and the device fact
 
 
 def test_evaluate_refuses_an_unfinished_run(tmp_path):

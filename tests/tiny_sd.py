@@ -15,12 +15,13 @@ Usable as a script too: ``python tests/tiny_sd.py OUT_DIR`` writes the tiny fold
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import torch
 
-ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
+ASSETS = Path(os.environ.get("ANOBENCH_SHARED") or Path(__file__).resolve().parents[1].parent / "shared") / "assets"
 TOKENIZER_DIR = ASSETS / "clip_tokenizer"
 SD15_CONFIGS = ASSETS / "sd15_configs"
 

@@ -105,12 +105,13 @@ def gaussian_smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def localise(delta: torch.Tensor, image_size: tuple[int, int], scale: int, sigma: float,
-             threshold: float, min_area: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             threshold: float, min_area: float, max_area: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Accumulated deltas (B, h, w) -> (heatmap (B, H, W) in [0, 1], mask (B, H, W), latent mask (B, 1, h, w)).
 
     The map is smoothed on the latent grid, min-max normalised per image, upsampled bilinearly
     and thresholded. A mask smaller than ``min_area`` (a fraction of the image) is grown to the
-    ``min_area`` highest-scoring pixels, so every sample has an anomaly. The latent mask marks
+    ``min_area`` highest-scoring pixels, so every sample has an anomaly; one larger than
+    ``max_area`` keeps only its ``max_area`` highest-scoring pixels. The latent mask marks
     every latent cell touching the pixel mask.
     """
     x = gaussian_smooth(delta[:, None].float(), sigma)
@@ -120,9 +121,12 @@ def localise(delta: torch.Tensor, image_size: tuple[int, int], scale: int, sigma
     heat = F.interpolate(x, size=image_size, mode="bilinear", align_corners=False).clamp(0, 1)[:, 0]
     mask = heat > threshold
     least = max(1, int(math.ceil(min_area * image_size[0] * image_size[1])))
+    most = max(least, int(math.floor(max_area * image_size[0] * image_size[1])))
     for i in range(mask.shape[0]):
-        if int(mask[i].sum()) < least:
-            top = torch.topk(heat[i].flatten(), least).indices
+        area = int(mask[i].sum())
+        if area < least or area > most:
+            top = torch.topk(heat[i].flatten(), least if area < least else most).indices
+            mask[i].zero_()
             mask[i].view(-1)[top] = True
     latent = F.max_pool2d(mask[:, None].float(), scale)
     return heat, mask, latent
@@ -222,6 +226,7 @@ class DeltaDenoPipeline(DiffusionPipeline):
         token_weight: float = 1.5,
         attention_bias: float = 1.0,
         min_area: float = 0.005,
+        max_area: float = 1.0,
         background: Background = "reconstruction",
         generator: torch.Generator | list[torch.Generator] | None = None,
     ) -> DeltaDenoOutput:
@@ -286,7 +291,7 @@ class DeltaDenoPipeline(DiffusionPipeline):
 
                 if i == plan.window_end - 1:
                     heat, mask, latent_mask = localise(delta, tuple(x.shape[-2:]), self.vae_scale_factor,
-                                                       smooth_sigma, threshold, min_area)
+                                                       smooth_sigma, threshold, min_area, max_area)
                     latent_mask = latent_mask.to(dtype)
                 if latent_mask is not None and i + 1 >= plan.inpaint_from:
                     if i + 1 < len(timesteps):

@@ -2,9 +2,19 @@
 
 The two branches differ only by the anomaly words: "a photo of a {object}" against "a photo of a
 {object} with {anomaly}". Per category this module knows the object's name and its real defect
-types (the dataset's folder / label names) with a phrase that reads well after "with". The
-refinement then makes the shared words carry identical embeddings in both prompts and weights
-the anomaly words, so the branches' difference is attributable to the anomaly tokens alone.
+types (the dataset's folder / label names) with a phrase that reads well after "with". A table
+entry is used only when it names the dataset's own defect types; otherwise (another dataset read
+in the same layout, e.g. Magnetic-tile as ``mvtec_ad/tile``) the prompts come from the dataset's
+defect folders, and a user prompt file (``prompt_file``) overrides both.
+
+Token refinement (the paper: "aligns shared content and strengthens anomaly tokens") weights the
+anomaly words and gives every token the two prompts share the normal prompt's embedding. With
+the default suffix templates ("a photo of a {object}" / "... with {anomaly}") the alignment
+changes nothing: CLIP's text encoder is causal, so the shared prefix already has identical
+embeddings in both prompts and no shared word follows the anomaly. It acts only for templates
+that put shared words after the anomaly phrase (e.g. "a photo of a {anomaly} {object}"); with the
+defaults the branches differ by the anomaly tokens (weighted), "with", and the end/padding
+tokens, which summarise the whole prompt. The tests pin both cases.
 
 This module is imported by ``anobench list``: torch is imported inside the functions that use it.
 """
@@ -129,15 +139,63 @@ GENERIC_DEFECTS = {"crack": "a crack", "scratch": "a scratch", "hole": "a hole",
                    "dent": "a dent", "contamination": "contamination"}
 
 
-def category_prompts(dataset: str, category: str) -> CategoryPrompts:
-    """Defaults for ``category``: the dataset's table first, then any table, then a generic fallback."""
-    table = CATEGORIES.get(dataset, {})
-    if category in table:
-        return table[category]
-    for table in CATEGORIES.values():
-        if category in table:
-            return table[category]
-    return CategoryPrompts(category.replace("_", " "), dict(GENERIC_DEFECTS))
+def _readable(name: str) -> str:
+    return name.replace("_", " ").replace("-", " ").strip().lower()
+
+
+def _table_entry(dataset: str, category: str, defect_types: Sequence[str]) -> CategoryPrompts | None:
+    """The table entry for (dataset, category), then for the category in any table, whose defect
+    names cover the dataset's own (all of them, when the dataset's are known)."""
+    tables = [CATEGORIES.get(dataset, {})] + [t for name, t in CATEGORIES.items() if name != dataset]
+    for table in tables:
+        entry = table.get(category)
+        if entry is not None and (not defect_types or set(defect_types) <= set(entry.defects)):
+            return entry if not defect_types else CategoryPrompts(
+                entry.object_name, {name: entry.defects[name] for name in defect_types})
+    return None
+
+
+def category_prompts(dataset: str, category: str, defect_types: Sequence[str] = (),
+                     prompt_file: str | None = None) -> CategoryPrompts:
+    """Object name and defect phrases for ``category``, keyed by the dataset's own defect types.
+
+    ``defect_types``: the dataset's defect folder names (empty: unknown). Order: the user's
+    ``prompt_file``; a table entry naming those defect types; else the category's name as the
+    object and the defect folders as phrases (a generic phrase where the name is a generic defect);
+    with no defect types known either, the generic defects.
+    """
+    if prompt_file:
+        return load_prompt_file(prompt_file, category)
+    entry = _table_entry(dataset, category, defect_types)
+    if entry is not None:
+        return entry
+    defects = {name: GENERIC_DEFECTS.get(name.lower(), _readable(name)) for name in defect_types}
+    return CategoryPrompts(_readable(category), defects or dict(GENERIC_DEFECTS))
+
+
+def load_prompt_file(path: str, category: str) -> CategoryPrompts:
+    """A user's prompts: YAML/JSON ``{object: NAME, defects: {type: phrase, ...}}``, or the same
+    mapping per category (``{CATEGORY: {object: ..., defects: ...}, ...}``)."""
+    from pathlib import Path
+
+    import yaml
+
+    from anobench.errors import AnobenchError
+
+    try:
+        data = yaml.safe_load(Path(path).expanduser().read_text())
+    except FileNotFoundError:
+        raise AnobenchError(f"prompt_file {path}: not found") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise AnobenchError(f"prompt_file {path}: not YAML/JSON ({exc.__class__.__name__})") from None
+    if isinstance(data, dict) and category in data and isinstance(data[category], dict):
+        data = data[category]
+    if not isinstance(data, dict) or not isinstance(data.get("defects"), dict) or not data["defects"]:
+        raise AnobenchError(f"prompt_file {path}: needs 'defects: {{type: phrase, ...}}' (and optionally 'object')")
+    defects = {str(k): str(v).strip() for k, v in data["defects"].items()}
+    if not all(defects.values()):
+        raise AnobenchError(f"prompt_file {path}: every defect needs a non-empty phrase")
+    return CategoryPrompts(str(data.get("object") or _readable(category)), defects)
 
 
 def resolve_anomaly(prompts: CategoryPrompts, anomaly: str) -> tuple[str, str]:
@@ -212,8 +270,9 @@ def refine_prompts(tokenizer, text_encoder, normal_prompt: str, anomaly_prompts:
     """Encode the prompt pair(s) with token-level refinement.
 
     Every token of an anomaly prompt that is aligned with a token of the normal prompt gets the
-    normal prompt's embedding of that token (CLIP's causal encoder already gives the common
-    prefix equal embeddings; alignment also covers words after the anomaly). The anomaly
+    normal prompt's embedding of that token. CLIP's causal encoder already gives the common
+    prefix equal embeddings, so this only changes shared words after the anomaly (none with the
+    default suffix templates: see the module docstring). The anomaly
     phrase's token embeddings are multiplied by ``token_weight``: larger values push the anomaly
     branch further from the normal one, which strengthens both the delta and the edit.
     Padding and the end token stay as encoded: they summarise the whole anomaly prompt.

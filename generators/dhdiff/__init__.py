@@ -120,17 +120,35 @@ class DHDiffGenerator(Generator):
 
         return fit(self.config, context, Path(out_dir), **options)
 
-    def _plan(self, request: SampleRequest) -> tuple[str, np.ndarray]:
-        """The request's defect type and raw-mask cells, drawn from its seed."""
-        from anobench.generators.dhdiff.preprocess import raw_mask_cells, sample_cells
+    def _plan(self, request: SampleRequest) -> tuple[str, np.ndarray, np.ndarray | None]:
+        """The request's defect type, raw-mask cells and reference image (or None), from its seed.
+
+        With ``reference=crop`` and references at hand, a reference of the defect type is drawn and
+        its own cells and image go through one random symmetry (the same draws ``sample_cells``
+        makes, so the cells are those of ``reference=latent``); its crop conditions the encoder.
+        """
+        from anobench.generators.dhdiff.preprocess import raw_mask_cells, resize_mask, sample_cells
 
         rng = request.rng()
         defect = self.config.defect_type or self.bundle.defect_types[int(rng.integers(len(self.bundle.defect_types)))]
         if self.control_mask is not None:
-            return defect, raw_mask_cells(self.control_mask, self.bundle.grid_size)
+            return defect, raw_mask_cells(self.control_mask, self.bundle.grid_size), None
+        usable = [r for r in self.context.references if np.asarray(r.mask).any()]
+        references = [r for r in usable if r.defect_type == defect] or usable
+        if self.config.reference == "crop" and self.config.cells == "reference" and references:
+            ref = references[int(rng.integers(len(references)))]
+            mask = resize_mask(np.asarray(ref.mask, dtype=bool), self.bundle.resolution)
+            cells = raw_mask_cells(mask, self.bundle.grid_size, self.bundle.latent_unit)
+            image = np.asarray(ref.image)
+            if self.config.cell_transform in ("flip", "dihedral") and rng.random() < 0.5:
+                cells, image = cells[:, ::-1], image[:, ::-1]
+            if self.config.cell_transform == "dihedral":
+                turns = int(rng.integers(4))
+                cells, image = np.rot90(cells, turns), np.rot90(image, turns)
+            return defect, np.ascontiguousarray(cells), np.ascontiguousarray(image)
         cells = sample_cells(rng, self.bundle.reference_cells(defect) or self.bundle.reference_cells(),
                              self.config.cells, self.config.cell_transform, self.bundle.grid_size)
-        return defect, cells
+        return defect, cells, None
 
     def generate(self, requests: list[SampleRequest]) -> list[GeneratedSample]:
         """One request at a time: a sample's bytes must not depend on which batch it came in."""
@@ -138,7 +156,7 @@ class DHDiffGenerator(Generator):
 
         out = []
         for request in requests:
-            defect_type, cells = self._plan(request)
+            defect_type, cells, reference_image = self._plan(request)
             for attempt in range(self.config.max_attempts):
                 seed = request.seed
                 if attempt:
@@ -146,7 +164,7 @@ class DHDiffGenerator(Generator):
                 result = generate_defect(
                     self.bundle, request.source, cells, defect_type, self.config, seed,
                     control_mask=self.control_mask, device=self.context.device,
-                    allow_fallback=attempt == self.config.max_attempts - 1,
+                    allow_fallback=attempt == self.config.max_attempts - 1, reference_image=reference_image,
                 )
                 if int(result.mask.sum()) >= self.config.min_mask_pixels or result.fallback_mask:
                     break

@@ -35,7 +35,15 @@ from anobench.generators.dhdiff.components import (
     words,
 )
 from anobench.generators.dhdiff.config import DHDiffConfig
-from anobench.generators.dhdiff.model import DHDiffUNet, Placement, build_unet, load_sd_unet, small_unet_config
+from anobench.generators.dhdiff.model import (
+    DHDiffUNet,
+    Placement,
+    apply_lora,
+    build_unet,
+    load_sd_unet,
+    small_unet_config,
+    trainable_state,
+)
 from anobench.generators.dhdiff.preprocess import prompt_for
 from anobench.images import atomic_write_bytes, atomic_write_text
 
@@ -106,12 +114,12 @@ def _vocabulary(category: str, defect_types: list[str]) -> list[str]:
 
 
 def _check_sd_folder(model: str) -> Path:
-    folder = Path(model)
+    """A local diffusers SD folder, or a hub id's cached snapshot (the resolver DeltaDeno uses)."""
+    from anobench.generators.sd_weights import resolve_sd_weights
+
+    folder = resolve_sd_weights(model, "dhdiff --model (omit it for the small from-scratch model)")
     if not folder.is_dir():
-        raise AnobenchError(
-            f"--model {model}: not a local folder (no Stable Diffusion weights can be downloaded here; "
-            "pass a diffusers SD folder, or omit --model for the small from-scratch model)"
-        )
+        raise AnobenchError(f"--model {model}: not a folder; pass a diffusers Stable Diffusion folder")
     missing = [sub for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not (folder / sub).is_dir()]
     if missing:
         raise AnobenchError(f"--model {model}: not a diffusers Stable Diffusion folder (missing {', '.join(missing)}/)")
@@ -134,6 +142,9 @@ def build_bundle(config: DHDiffConfig, category: str, defect_types: list[str], m
                  seed: int = 0) -> DHDiffBundle:
     """A fresh bundle: small from scratch, or initialised from the SD folder ``model``."""
     placement = Placement.from_config(config)
+    if config.trained == "lora" and model is None:
+        raise AnobenchError("trained=lora needs --model (a Stable Diffusion folder or hub id): "
+                            "the small model is trained from scratch, in full")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if model is None:
@@ -146,11 +157,14 @@ def build_bundle(config: DHDiffConfig, category: str, defect_types: list[str], m
             source = {"kind": "small"}
         else:
             codec, prompt_encoder, scheduler_config = _sd_parts(model)
-            unet = load_sd_unet(str(model))
+            folder = _check_sd_folder(model)
+            unet = load_sd_unet(str(folder))
             unet_config = dict(unet.config)
             resolution = config.sd_resolution
-            source = {"kind": "sd", "model": str(Path(model).resolve())}
-        backbone = DHDiffUNet(unet, placement)
+            source = {"kind": "sd", "model": str(folder.resolve()), "model_id": str(model)}
+        backbone = DHDiffUNet(unet, placement, tied_reference=config.tied_reference)
+        if config.trained == "lora":
+            apply_lora(backbone, config.lora_rank)
     meta = {
         "format": FORMAT,
         "source": source,
@@ -168,7 +182,7 @@ def save_checkpoint(bundle: DHDiffBundle, folder: Path, **meta_updates: Any) -> 
     from safetensors.torch import save
 
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in bundle.trainable().state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in trainable_state(bundle.trainable(), bundle.config.trained).items()}
     atomic_write_bytes(folder / WEIGHTS_FILE, save(state, metadata={"format": FORMAT}))
     bundle.meta.update(meta_updates)
     meta = dict(bundle.meta, config=config_to_dict(bundle.config), scheduler_config=bundle.scheduler_config)
@@ -211,23 +225,33 @@ def load_checkpoint(folder: str | Path, model: str | None = None, device: str = 
     source = meta["source"]
     from diffusers import UNet2DConditionModel
 
-    unet = UNet2DConditionModel.from_config(meta["unet_config"])
+    unet = None
     if source["kind"] == "small":
         codec = PatchCodec(config.patch_size)
         prompt_encoder = WordPromptEncoder(meta["vocabulary"], config.text_dim)
     else:
         sd_folder = model or source.get("model")
+        if sd_folder and not Path(sd_folder).is_dir() and source.get("model_id"):
+            sd_folder = str(_check_sd_folder(source["model_id"]))  # the hub id's cached snapshot
         if not sd_folder or not Path(sd_folder).is_dir():
             raise AnobenchError(
                 f"{folder}: this checkpoint was trained from Stable Diffusion at {source.get('model')}, "
                 "which is not on disk: pass its folder with --model"
             )
         codec, prompt_encoder, _ = _sd_parts(sd_folder)
-    backbone = DHDiffUNet(unet, Placement.from_config(config))
+        if config.trained == "lora":
+            unet = load_sd_unet(sd_folder)  # the frozen base LoRA was trained on
+    if unet is None:
+        unet = UNet2DConditionModel.from_config(meta["unet_config"])
+    backbone = DHDiffUNet(unet, Placement.from_config(config), tied_reference=config.tied_reference)
+    if config.trained == "lora":
+        apply_lora(backbone, config.lora_rank)
     bundle = DHDiffBundle(config, backbone, prompt_encoder, codec, dict(meta["scheduler_config"]), meta)
     from safetensors.torch import load_file
 
     missing, unexpected = bundle.trainable().load_state_dict(load_file(str(weights)), strict=False)
+    expected = trainable_state(bundle.trainable(), config.trained)  # not the frozen base, not tied aliases
+    missing = [k for k in missing if k in expected]
     if missing or unexpected:
         raise AnobenchError(
             f"{weights}: weights do not fit the recorded architecture "

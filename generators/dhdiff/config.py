@@ -81,6 +81,22 @@ class DHDiffConfig:
     flip: bool = True  # horizontal-flip augmentation of training images (and their masks)
     beta_schedule: str = "squaredcos_cap_v2"  # small model only; SD keeps its own scheduler
     checkpoint_every: int = 250
+    # Off the CPU: autocast precision (auto: bf16 on CUDA cards with it, else fp16 with a
+    # GradScaler; fp32 on the CPU) and activation recomputation in the UNet's backward pass.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # Checkpoint contents: model.safetensors (trainable weights, EMA when on) at every checkpoint;
+    # keep_last > 1 also keeps that many recent ones under steps/. The training state (weights,
+    # Adam, EMA: ~19 GiB at SD scale) every state_every steps; None: at every checkpoint for the
+    # small model, only at the last step for SD (set it for kill-resumable SD runs).
+    # What training updates: "full" (UNet, twin encoder, DDA/SSM), or "lora": low-rank adapters
+    # (peft) on every attention projection of the UNet and the twin, the DDA/SSM modules and the
+    # domain embedding in full, the rest frozen. Memory of each: docs/budget.md.
+    trained: Literal["full", "lora"] = "full"
+    tied_reference: bool = False  # the Siamese reference encoder shares the UNet's input-stage weights
+    lora_rank: int = 16
+    keep_last: int = 1
+    state_every: Optional[int] = None
+    gradient_checkpointing: bool = False
     threads: int = 0  # torch threads for training and sampling; 0 leaves torch's default
 
     # --- generation ---
@@ -91,6 +107,12 @@ class DHDiffConfig:
     cells: Literal["reference", "random"] = "reference"  # where raw-mask cell sets come from
     cell_transform: Optional[Literal["flip", "dihedral"]] = "flip"  # random symmetry of a reference cell set
     control_mask: str | None = None  # a mask image: raw mask = its cells, S_O from it (guidance below)
+    # What the Siamese encoder sees at generation: "crop", a real few-shot reference anomaly of the
+    # sample's defect type (its cells give the raw mask; image and cells share one random symmetry),
+    # cropped by the raw mask and noised with the image's noise, as the paper's Fig. 1 conditions;
+    # "latent", the training rule applied to z_t itself (no reference pixels). "crop" falls back to
+    # "latent" when the run has no references (e.g. a control_mask, or a context without them).
+    reference: Literal["crop", "latent"] = "crop"
     guidance: Optional[Literal["raw", "detailed", "points"]] = "raw"  # S_O at generation (none: no S_O)
     composite: Optional[Literal["annotation", "raw"]] = "annotation"  # none: the resized model output
     feather: float = 1.0  # Gaussian sigma (output pixels) of the composite's edge outside the mask
@@ -134,6 +156,12 @@ class DHDiffConfig:
             raise AnobenchError(f"learning_rate must be positive, got {self.learning_rate}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise AnobenchError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.tied_reference and self.trained == "lora":
+            raise AnobenchError("tied_reference with trained=lora is not supported (adapters on shared modules)")
+        if self.lora_rank < 1:
+            raise AnobenchError(f"lora_rank must be >= 1, got {self.lora_rank}")
+        if self.keep_last < 1 or (self.state_every is not None and self.state_every < 1):
+            raise AnobenchError("keep_last must be >= 1 and state_every >= 1 (or none)")
         if self.max_attempts < 1:
             raise AnobenchError(f"max_attempts must be >= 1, got {self.max_attempts}")
 
@@ -142,6 +170,6 @@ class DHDiffConfig:
 # training stage's resume identity (anobench.generator_training)
 SAMPLING_FIELDS = frozenset({
     "num_inference_steps", "eta", "guidance_scale", "defect_type", "cells", "cell_transform", "control_mask",
-    "guidance", "composite", "feather", "mask_threshold", "min_mask_pixels", "max_attempts",
+    "guidance", "composite", "feather", "mask_threshold", "min_mask_pixels", "max_attempts", "reference",
     "steps", "checkpoint_every", "threads",
 })

@@ -105,17 +105,27 @@ def attention_sites(unet) -> list[Site]:
 
 
 class ReferenceEncoder(nn.Module):
-    """Siamese conditional encoder tau_theta: the UNet's input stage, twinned, recording F_R per site."""
+    """Siamese conditional encoder tau_theta: the UNet's input stage, twinned, recording F_R per site.
 
-    def __init__(self, unet, levels: int, with_mid: bool):
+    ``tied=False`` (the default): a trainable copy initialised from the UNet (348.7 M parameters at
+    SD-1.5 scale). ``tied=True``: the UNet's own input stage, shared weights (a Siamese network in the
+    strict sense); its attention sites run as plain capturing attention during the reference pass
+    (the processors are swapped for that pass and restored), and gradient checkpointing is off
+    for that pass so a recomputation never runs the backbone's processors on the reference.
+    """
+
+    def __init__(self, unet, levels: int, with_mid: bool, tied: bool = False):
         super().__init__()
-        self.conv_in = copy.deepcopy(unet.conv_in)
-        self.time_proj = copy.deepcopy(unet.time_proj)
-        self.time_embedding = copy.deepcopy(unet.time_embedding)
-        self.class_embedding = copy.deepcopy(unet.class_embedding)
-        self.down_blocks = nn.ModuleList(copy.deepcopy(b) for b in unet.down_blocks[:levels])
-        self.mid_block = copy.deepcopy(unet.mid_block) if with_mid else None
+        take = (lambda module: module) if tied else copy.deepcopy
+        self.tied = tied
+        self.conv_in = take(unet.conv_in)
+        self.time_proj = take(unet.time_proj)
+        self.time_embedding = take(unet.time_embedding)
+        self.class_embedding = take(unet.class_embedding)
+        self.down_blocks = nn.ModuleList(take(b) for b in unet.down_blocks[:levels])
+        self.mid_block = take(unet.mid_block) if with_mid else None
         self._features: dict[str, torch.Tensor] = {}
+        self._swaps: list[tuple[nn.Module, Any]] = []  # tied: (attention, processor) for the reference pass
         self.sites: list[Site] = []
         n = len(unet.down_blocks)
         for d, block in enumerate(self.down_blocks):
@@ -127,8 +137,12 @@ class ReferenceEncoder(nn.Module):
         for a, transformer2d in enumerate(getattr(module, "attentions", None) or []):
             for t, tb in enumerate(transformer2d.transformer_blocks):
                 name = f"{part}.{index}.{a}.{t}"
-                tb.attn1.set_processor(ReferenceCaptureProcessor(name, self._features))
-                tb.attn2.set_processor(TextCrossAttnProcessor())
+                for attn, processor in ((tb.attn1, ReferenceCaptureProcessor(name, self._features)),
+                                        (tb.attn2, TextCrossAttnProcessor())):
+                    if self.tied:
+                        self._swaps.append((attn, processor))
+                    else:
+                        attn.set_processor(processor)
                 self.sites.append(Site(name, part, index, level, channels, tb))
 
     def source_for(self, site: Site) -> Site | None:
@@ -140,6 +154,25 @@ class ReferenceEncoder(nn.Module):
         return same_level[-1] if same_level else None
 
     def forward(self, z_reference: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not self.tied:
+            return self._encode(z_reference, timestep, text)
+        blocks = [b for b in [*self.down_blocks, self.mid_block] if b is not None]
+        saved = [(attn, attn.processor) for attn, _ in self._swaps]
+        flags = [(m, m.gradient_checkpointing) for b in blocks for m in b.modules()
+                 if isinstance(getattr(m, "gradient_checkpointing", None), bool)]
+        try:
+            for attn, processor in self._swaps:
+                attn.set_processor(processor)
+            for b, _ in flags:
+                b.gradient_checkpointing = False
+            return self._encode(z_reference, timestep, text)
+        finally:
+            for attn, processor in saved:
+                attn.set_processor(processor)
+            for b, flag in flags:
+                b.gradient_checkpointing = flag
+
+    def _encode(self, z_reference: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor) -> dict[str, torch.Tensor]:
         self._features.clear()
         emb = self.time_embedding(self.time_proj(timestep).to(z_reference.dtype))
         if self.class_embedding is not None:
@@ -164,7 +197,7 @@ class ReferenceEncoder(nn.Module):
 class DHDiffUNet(nn.Module):
     """DH-Diff noise predictor: eps_theta(z_t, t, T, tau_theta(z_R), S_O) for the joint latent."""
 
-    def __init__(self, unet, placement: Placement):
+    def __init__(self, unet, placement: Placement, tied_reference: bool = False):
         super().__init__()
         self.placement = placement
         self.sites = attention_sites(unet)
@@ -182,7 +215,7 @@ class DHDiffUNet(nn.Module):
             with_mid = bool(getattr(unet.mid_block, "attentions", None)) and any(
                 s.part == "mid" or (s.level == n_down - 1 and not last_down_attends) for s in dda
             )
-            self.reference_encoder = ReferenceEncoder(unet, min(levels, n_down), with_mid)
+            self.reference_encoder = ReferenceEncoder(unet, min(levels, n_down), with_mid, tied=tied_reference)
         for site in self.sites:
             ref_channels = None
             if site.name in self.dda_sites and self.reference_encoder is not None:
@@ -274,7 +307,14 @@ def build_unet(unet_config: dict[str, Any]):
 
 
 def load_sd_unet(model_path: str):
-    """SD's UNet with a (zero) domain embedding added: starts exactly as SD on each domain."""
+    """SD's UNet with a (zero) domain embedding added.
+
+    With DDA at every attention site (``dda_decoder=all``) the model starts equal to SD on each
+    domain (the zero domain embedding, identity-initialised SSM fusion and zero reference convs
+    change nothing). With the paper's default placement it does not: the decoder sites without
+    DDA keep the baseline's concatenated image+annotation self-attention, which mixes the two
+    domains from the first step. Tests pin both facts on a tiny random SD.
+    """
     from diffusers import UNet2DConditionModel
 
     unet = UNet2DConditionModel.from_pretrained(model_path, subfolder="unet", num_class_embeds=2,
@@ -286,3 +326,37 @@ def load_sd_unet(model_path: str):
 def _zero_domain_embedding(unet) -> None:
     if unet.class_embedding is not None:
         nn.init.zeros_(unet.class_embedding.weight)
+
+
+LORA_TARGETS = r".*attn[12]\.(to_q|to_k|to_v|to_out\.0)"  # the attention projections (not DDA's copies)
+
+
+def apply_lora(backbone: DHDiffUNet, rank: int) -> DHDiffUNet:
+    """Freeze the backbone, add peft LoRA adapters (rank ``rank``, alpha = rank, B = 0 so the model
+    is unchanged) to every attention projection of the UNet and the twin encoder, and train the
+    adapters, the DDA/SSM modules (the attention processors' own parameters) and the domain label."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    backbone.requires_grad_(False)
+    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, target_modules=LORA_TARGETS), backbone)
+    for name, param in backbone.named_parameters():
+        if "lora_" in name or ".processor." in name or "class_embedding" in name:
+            param.requires_grad_(True)
+    return backbone
+
+
+def trainable_state(module: nn.Module, trained: str) -> dict[str, torch.Tensor]:
+    """What a checkpoint keeps: every tensor for full training; for LoRA only the trained parameters
+    (the frozen base is SD's, re-read from the SD folder at load time). Tensors shared by a tied
+    twin are kept once (under the UNet's name)."""
+    state, seen, unique = module.state_dict(), set(), {}
+    for key, tensor in state.items():  # a tied twin's tensors are the UNet's: keep each storage once
+        ptr = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if tensor.numel() and ptr in seen:
+            continue
+        seen.add(ptr)
+        unique[key] = tensor
+    if trained != "lora":
+        return unique
+    keep = {name for name, p in module.named_parameters() if p.requires_grad}
+    return {k: v for k, v in unique.items() if k in keep}

@@ -71,15 +71,18 @@ def _guidance(kind: str | None, raw: np.ndarray, control: np.ndarray | None, see
 @torch.no_grad()
 def denoise(bundle: DHDiffBundle, source: torch.Tensor, raw: torch.Tensor, prompt: str, prefix: str,
             normal_prompt: str, guidance: torch.Tensor | None, config: DHDiffConfig, seed: int,
-            device: str = "cpu"):
+            device: str = "cpu", reference: torch.Tensor | None = None):
     """Joint DDIM denoising of (image, annotation) inside ``raw``; returns decoded image and soft annotation.
 
-    ``source`` is ``[1, 3, S, S]`` in [-1, 1] at model resolution, ``raw`` ``[1, 1, S, S]`` in {0, 1}.
+    ``source`` is ``[1, 3, S, S]`` in [-1, 1] at model resolution, ``raw`` ``[1, 1, S, S]`` in {0, 1};
+    ``reference``, when given, a real reference crop ``[1, 3, S, S]`` (0 outside the raw mask): the
+    twin encoder then sees it noised with the image's noise, z_R = add_noise(E(crop), eps_I, t).
     """
     codec = bundle.codec
     x_src = codec.encode_image(source.to(device))
     y_none = codec.encode_annotation(torch.zeros_like(source[:, :1]).to(device))
     empty = codec.encode_image(torch.zeros_like(source).to(device))  # the reference outside the raw mask
+    crop = codec.encode_image(reference.to(device)) if reference is not None else None
     keep = _resize(raw.to(device), tuple(x_src.shape[-2:]), "nearest")
     generator = torch.Generator().manual_seed(int(seed))
     noise_i = torch.randn(x_src.shape, generator=generator).to(device)
@@ -102,7 +105,10 @@ def denoise(bundle: DHDiffBundle, source: torch.Tensor, raw: torch.Tensor, promp
         t_batch = t.reshape(1).to(device)
         z_i = keep * z_i + (1 - keep) * scheduler.add_noise(x_src, noise_i, t_batch)
         z_a = keep * z_a + (1 - keep) * scheduler.add_noise(y_none, noise_a, t_batch)
-        z_r = keep * z_i + (1 - keep) * scheduler.add_noise(empty, noise_i, t_batch)
+        if crop is None:
+            z_r = keep * z_i + (1 - keep) * scheduler.add_noise(empty, noise_i, t_batch)
+        else:
+            z_r = scheduler.add_noise(crop, noise_i, t_batch)
         eps_i, eps_a = bundle.backbone(z_i.expand(n, -1, -1, -1), z_a.expand(n, -1, -1, -1), t_batch.expand(n),
                                        text, z_reference=z_r.expand(n, -1, -1, -1), guidance=g,
                                        has_guidance=has, defect_weights=weights)
@@ -130,11 +136,14 @@ def _feathered(mask: np.ndarray, sigma: float) -> np.ndarray:
 
 def generate_defect(bundle: DHDiffBundle, source: np.ndarray, cells: np.ndarray, defect_type: str,
                     config: DHDiffConfig, seed: int, control_mask: np.ndarray | None = None,
-                    device: str = "cpu", allow_fallback: bool = False) -> Defect:
+                    device: str = "cpu", allow_fallback: bool = False,
+                    reference_image: np.ndarray | None = None) -> Defect:
     """A new ``defect_type`` defect in the raw-mask ``cells`` of ``source`` (uint8 HxWx3).
 
     With ``allow_fallback``, an annotation that stays below ``min_mask_pixels`` is replaced by its
     strongest part inside the raw mask (the caller's last attempt: a sample must have a mask).
+    ``reference_image`` (uint8 HxWx3, already under the cells' symmetry): the real reference
+    anomaly whose raw-mask crop conditions the Siamese encoder.
     """
     size = bundle.resolution
     unit = bundle.latent_unit
@@ -148,6 +157,8 @@ def generate_defect(bundle: DHDiffBundle, source: np.ndarray, cells: np.ndarray,
     image, annotation = denoise(
         bundle, _to_tensor(source, size), torch.from_numpy(raw_model.astype(np.float32))[None, None], prompt, prefix,
         normal_prompt, None if guidance is None else torch.from_numpy(guidance)[None, None], config, seed, device,
+        reference=None if reference_image is None else _to_tensor(reference_image, size) * torch.from_numpy(
+            raw_model.astype(np.float32))[None, None],
     )
     annotation_out = _resize(annotation, out_hw, "bilinear")[0, 0].numpy().clip(0, 1)
     annotation_out = np.where(raw_out, annotation_out, 0.0).astype(np.float32)

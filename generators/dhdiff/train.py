@@ -4,7 +4,13 @@ Each step draws a batch from ``(seed, step)`` alone (which images, flips, raw ma
 noise, timesteps), so a killed run resumed from its last checkpoint continues exactly as an
 uninterrupted run would. The image, annotation and reference latents are noised at the same
 timestep; the reference with the *same* noise as the image (paper, Sec. III-C). The loss is the
-mean squared error between the true and predicted noise over the joint latent (z_I, z_A).
+mean squared error between the target and the prediction over the joint latent (z_I, z_A); the
+target follows the scheduler's ``prediction_type`` (the noise for ``epsilon``, as in eq. 8; the
+velocity for ``v_prediction`` SD 2.x models; the clean latent for ``sample``), the same rule the
+DDIM sampler applies, so a v-prediction model trains and samples in one parameterisation.
+
+Off the CPU the forward runs under autocast (``precision``: bf16, or fp16 with a GradScaler) and
+``gradient_checkpointing`` recomputes the UNet's activations in the backward pass.
 """
 
 from __future__ import annotations
@@ -148,11 +154,23 @@ def training_loss(bundle: DHDiffBundle, batch: Batch, noise_scheduler,
     weights = defect_weights(bundle.prompt_encoder, batch.prompts, batch.prefixes).to(device)
     eps_i, eps_a = bundle.backbone(z_i, z_a, t, text, z_reference=z_r, guidance=batch.guidance.to(device),
                                    has_guidance=batch.has_guidance.to(device), defect_weights=weights)
-    loss_i = F.mse_loss(eps_i, noise_i)
-    loss_a = F.mse_loss(eps_a, noise_a)
+    loss_i = F.mse_loss(eps_i.float(), prediction_target(noise_scheduler, x, noise_i, t))
+    loss_a = F.mse_loss(eps_a.float(), prediction_target(noise_scheduler, y, noise_a, t))
     n_i, n_a = noise_i.numel(), noise_a.numel()
     loss = (loss_i * n_i + loss_a * n_a) / (n_i + n_a)  # the mean over every element of (z_I, z_A)
     return loss, {"loss_image": float(loss_i.detach()), "loss_annotation": float(loss_a.detach())}
+
+
+def prediction_target(noise_scheduler, clean: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the model is trained to output under the scheduler's ``prediction_type``."""
+    kind = noise_scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return noise_scheduler.get_velocity(clean, noise, t)
+    if kind == "sample":
+        return clean
+    raise AnobenchError(f"dhdiff: unsupported prediction_type {kind!r} (epsilon, v_prediction or sample)")
 
 
 class LossLog:
@@ -192,11 +210,38 @@ class LossLog:
 
 
 def _save_state(bundle: DHDiffBundle, optimizer, ema, step: int, seconds: float, out_dir: Path) -> None:
-    state = {"step": step, "seconds": seconds, "model": bundle.trainable().state_dict(),
+    from anobench.generators.dhdiff.model import trainable_state
+
+    state = {"step": step, "seconds": seconds, "model": trainable_state(bundle.trainable(), bundle.config.trained),
              "optimizer": optimizer.state_dict(), "ema": ema.state_dict() if ema is not None else None}
     tmp = out_dir / f".{STATE_FILE}.tmp"
     torch.save(state, tmp)
     os.replace(tmp, out_dir / STATE_FILE)
+
+
+def state_due(config: DHDiffConfig, pixel_space: bool, done: int, steps: int) -> bool:
+    """Whether step ``done`` writes the training state (see ``DHDiffConfig.state_every``)."""
+    every = config.state_every if config.state_every is not None else (config.checkpoint_every if pixel_space else steps)
+    return done == steps or done % every == 0
+
+
+def keep_recent_weights(out_dir: Path, step: int, keep_last: int) -> None:
+    """Keep ``model.safetensors`` of the last ``keep_last`` checkpoints under ``steps/`` (hard links:
+    the live file is replaced by rename, so a link keeps the old bytes without copying them)."""
+    if keep_last <= 1:
+        return
+    import shutil
+
+    folder = out_dir / "steps"
+    folder.mkdir(exist_ok=True)
+    target = folder / f"step-{step:07d}.safetensors"
+    target.unlink(missing_ok=True)
+    try:
+        os.link(out_dir / "model.safetensors", target)
+    except OSError:
+        shutil.copy2(out_dir / "model.safetensors", target)
+    for old in sorted(folder.glob("step-*.safetensors"))[:-keep_last]:
+        old.unlink()
 
 
 def _save_generation_weights(bundle: DHDiffBundle, ema, params, out_dir: Path, **meta) -> None:
@@ -217,7 +262,13 @@ def train(bundle: DHDiffBundle, data: TrainingSet, out_dir: Path, steps: int, se
     """Train (or resume training) to ``steps``, checkpointing into ``out_dir``; returns a summary."""
     config = bundle.config
     out_dir.mkdir(parents=True, exist_ok=True)
+    from anobench.devices import autocast, grad_scaler, resolve_precision
+
     module = bundle.trainable().to(device)
+    precision = resolve_precision(device, config.precision)
+    scaler = grad_scaler(device, precision)
+    if config.gradient_checkpointing:
+        bundle.backbone.unet.enable_gradient_checkpointing()
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.learning_rate_for(from_sd=not bundle.pixel_space))
     ema = None
@@ -229,7 +280,7 @@ def train(bundle: DHDiffBundle, data: TrainingSet, out_dir: Path, steps: int, se
     state_path = out_dir / STATE_FILE
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=True)
-        module.load_state_dict(state["model"])
+        module.load_state_dict(state["model"], strict=config.trained != "lora")
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
@@ -247,10 +298,16 @@ def train(bundle: DHDiffBundle, data: TrainingSet, out_dir: Path, steps: int, se
         for step in range(start, steps):
             t0 = time.perf_counter()
             batch = make_batch(data, config, seed, step, unit)
-            loss, parts = training_loss(bundle, batch, noise_scheduler, device)
+            with autocast(device, precision):
+                loss, parts = training_loss(bundle, batch, noise_scheduler, device)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             if ema is not None:
                 ema.step(params)
             seconds += time.perf_counter() - t0
@@ -259,9 +316,11 @@ def train(bundle: DHDiffBundle, data: TrainingSet, out_dir: Path, steps: int, se
             bar.set_postfix(loss=f"{losses.running:.4f}")
             done = step + 1
             if done % config.checkpoint_every == 0 or done == steps:
-                _save_state(bundle, optimizer, ema, done, seconds, out_dir)
+                if state_due(config, bundle.pixel_space, done, steps):
+                    _save_state(bundle, optimizer, ema, done, seconds, out_dir)
                 _save_generation_weights(bundle, ema, params, out_dir, step=done, train_seconds=round(seconds, 1),
                                          loss=round(losses.running, 6), **meta)
+                keep_recent_weights(out_dir, done, config.keep_last)
     finally:
         bar.close()
         losses.close()

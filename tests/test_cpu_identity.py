@@ -1,0 +1,89 @@
+"""CPU detector training and evaluation give today's exact bytes (pinned before the device work).
+
+The digests were recorded with main's training loop (after the Split: commit, before ``--device``, AMP and DataLoader
+workers existed), on one torch thread (the thread count changes CPU float reduction order and so
+the bytes). Any change of the CPU path that moves a single bit fails here. They hold for
+torch 2.14.1 on x86-64; another torch or CPU may need them recorded anew (see the test body).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+TINY = {"image_size": "64", "steps": "4", "batch_size": "4", "val_every": "2", "checkpoint_every": "1",
+        "max_val_samples": "4"}
+
+PINNED = {
+    "false": {
+        "weights": "882d8b526890ca84bdec851b185e010ad11fe2111a97b30f2cea12c03b8bff3d",
+        "losses": ["0.135586", "0.111219", "0.0921028", "0.0813604"],
+        "val": ["2,0,0.0236888,0.0118444", "4,0,0.02829,0.014145"],
+        "image_ap": 0.9166666666666665, "pixel_auroc": 0.6812141843284291, "aupro": 0.19735477509056046,
+    },
+    "true": {
+        "weights": "660748be9ab32767dfab5c7066e055c16b8b572ebfe350d5ff801444d4ab6acb",
+        "losses": ["0.135585", "0.111095", "0.0961679", "0.0816097"],
+        "val": ["2,0,0.0220519,0.011026", "4,0,0.0274284,0.0137142"],
+        "image_ap": 0.9444444444444443, "pixel_auroc": 0.6938227544474932, "aupro": 0.20248344293209028,
+    },
+}
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture()
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    """12 fixed 64 px samples written directly (a generator's later changes cannot move the pin)."""
+    from anobench.store import DatasetWriter
+
+    folder = tmp_path_factory.mktemp("gen") / "fixed" / "disc"
+    writer = DatasetWriter(folder, {"generator": "fixed", "dataset": "mvtec_ad", "category": "disc"})
+    rng = np.random.default_rng(0)
+    for index in range(12):
+        image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        mask = np.zeros((64, 64), bool)
+        y, x = rng.integers(4, 44, 2)
+        mask[y:y + 16, x:x + 16] = True
+        image[mask] = 255 - image[mask]
+        writer.add(index, image, mask, {})
+    writer.write_meta(status="done")
+    return folder
+
+
+@pytest.mark.parametrize("channels_last", ["false", "true"])
+@pytest.mark.parametrize("device", [None, "cpu"])
+def test_cpu_training_and_evaluation_bytes_are_pinned(demo_root, generated, tmp_path, one_thread, channels_last,
+                                                      device):
+    from anobench.detectors.train import train_detector
+    from anobench.evaluation import evaluate
+
+    kwargs = {} if device is None else {"device": device}
+    out = tmp_path / "run"
+    train_detector("mvtec_ad", demo_root, "disc", generated, out, overrides={**TINY, "channels_last": channels_last},
+                   encoder_weights="none", progress=False, **kwargs)
+    pinned = PINNED[channels_last]
+    losses = [line.split(",")[1] for line in (out / "loss.csv").read_text().splitlines()[1:]]
+    assert losses == pinned["losses"]
+    assert (out / "val.csv").read_text().splitlines()[1:] == pinned["val"]
+    assert state_digest(torch.load(out / "last.pt", weights_only=False)["model"]) == pinned["weights"]
+    metrics = evaluate(out, progress=False, heatmaps=0, **kwargs).metrics
+    for name in ("image_ap", "pixel_auroc", "aupro"):
+        assert metrics[name] == pinned[name], name
