@@ -13,8 +13,10 @@ from pathlib import Path
 import click
 
 from anobench.errors import AnobenchError
+from anobench.presets import PRESETS
 
 DATASETS = ("mvtec_ad", "mpdd", "visa", "btad", "mvtec_loco", "folder")
+PROTOCOL_PRESETS = tuple(PRESETS)
 
 
 class _Group(click.Group):
@@ -66,7 +68,7 @@ def list_cmd() -> None:
 @click.option("--num", "-n", required=True, type=click.IntRange(min=1), help="Number of samples to generate.")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Output root; writes OUT/GENERATOR/CATEGORY.")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--split", default="thirds", show_default=True, help="Protocol: thirds, half, anomalydiffusion (leaky), dualanodiff.")
+@click.option("--split", default="thirds", show_default=True, help="Protocol: thirds, half, anomalydiffusion, dualanodiff, dhdiff (the last three leaky).")
 @click.option("--anomaly-source", type=click.Path(path_type=Path), help="Folder of texture images (DRAEM uses DTD).")
 @click.option("--model", help="Diffusion weights: hub id or local diffusers folder.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), help="Trained generator checkpoint (train-generator).")
@@ -187,13 +189,16 @@ def score_generation(folder, dataset, data_root, category, split, metrics, ic_va
               help="HTML: generated sets (or a folder of them) to show samples from.")
 @click.option("--images", default=8, show_default=True, type=click.IntRange(min=0), help="HTML: images per generator.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Write the report here instead of stdout.")
-def report(results, fmt, metrics, layout, generated, images, out) -> None:
+@click.option("--with-published", "published", multiple=True, metavar="NAME[:METHODS]",
+              help="Quote a paper's per-category numbers beside the measured columns (results/published/NAME.csv; "
+                   "e.g. dhdiff:AnomalyDiffusion,DH-Diff).")
+def report(results, fmt, metrics, layout, generated, images, out, published) -> None:
     """Tables from RESULTS files (or run folders): categories x generators, like the papers."""
     from anobench.images import atomic_write_text
     from anobench.report import report_files
 
     names = [m for entry in metrics for m in entry.split(",") if m.strip()] or None
-    text = report_files(results, fmt, names, layout, generated=generated, images=images)
+    text = report_files(results, fmt, names, layout, generated=generated, images=images, published=published)
     if out is None:
         click.echo(text, nl=not text.endswith("\n"))
     else:
@@ -207,7 +212,9 @@ def report(results, fmt, metrics, layout, generated, images, out) -> None:
 @click.option("--category", required=True, help="Category folder under the data root, e.g. bottle.")
 @click.option("--generated", required=True, type=click.Path(path_type=Path), help="Generated set OUT/NAME/CATEGORY.")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Run folder (resumed if it exists).")
-@click.option("--profile", default="quick", show_default=True, type=click.Choice(["quick", "paper"]))
+@click.option("--profile", type=click.Choice(["quick", "paper"]), help="anobench's own settings (default: quick).")
+@click.option("--protocol-preset", type=click.Choice(PROTOCOL_PRESETS),
+              help="A paper's detector protocol instead of --profile (see `anobench presets`).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--detector", type=click.Choice(["unet", "draem_disc"]), help="Default: unet.")
 @click.option("--encoder", help="smp encoder of the U-Net (default: tu-tf_efficientnet_lite0).")
@@ -215,8 +222,8 @@ def report(results, fmt, metrics, layout, generated, images, out) -> None:
 @click.option("--threads", default=0, type=click.IntRange(min=0), help="torch CPU threads (0: torch's default).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a training config field.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def train_detector_cmd(dataset, data_root, category, generated, out, profile, seed, detector, encoder,
-                       encoder_weights, threads, overrides, quiet) -> None:
+def train_detector_cmd(dataset, data_root, category, generated, out, profile, protocol_preset, seed, detector,
+                       encoder, encoder_weights, threads, overrides, quiet) -> None:
     """Train a detector on normals + the generated set; resumable after a kill."""
     from anobench.config import parse_overrides
     from anobench.detectors.train import train_detector
@@ -225,7 +232,10 @@ def train_detector_cmd(dataset, data_root, category, generated, out, profile, se
         import torch
 
         torch.set_num_threads(threads)
-    summary = train_detector(dataset, data_root, category, generated, out, profile=profile, seed=seed,
+    if profile and protocol_preset:
+        raise AnobenchError("give --profile or --protocol-preset, not both")
+    summary = train_detector(dataset, data_root, category, generated, out, profile=profile or "quick", seed=seed,
+                             protocol_preset=protocol_preset,
                              detector=detector, encoder=encoder, encoder_weights=encoder_weights,
                              overrides=parse_overrides(overrides), progress=not quiet)
     click.echo(summary.line())
@@ -233,18 +243,20 @@ def train_detector_cmd(dataset, data_root, category, generated, out, profile, se
 
 @cli.command("evaluate")
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--test-set", default="protocol", show_default=True, type=click.Choice(["protocol", "all"]),
-              help="protocol: the run's held-out split; all: every test image (as papers report).")
+@click.option("--test-set", type=click.Choice(["protocol", "all"]),
+              help="protocol (default; a preset's own): the run's held-out split; all: every test image.")
+@click.option("--protocol-preset", type=click.Choice(PROTOCOL_PRESETS),
+              help="Score as this paper does: its test set and metric variants (default: the run's preset).")
 @click.option("--data-root", type=click.Path(path_type=Path), help="Dataset root, if it moved since training.")
 @click.option("--heatmaps", default=8, show_default=True, type=click.IntRange(min=0), help="Heat maps to save.")
 @click.option("--results", type=click.Path(path_type=Path), help="Results file to append to (default: RUN/results.csv).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def evaluate_cmd(run, test_set, data_root, heatmaps, results, quiet) -> None:
+def evaluate_cmd(run, test_set, protocol_preset, data_root, heatmaps, results, quiet) -> None:
     """Score RUN's detector on the real held-out test images; append tidy result rows."""
     from anobench.evaluation import evaluate
 
     result = evaluate(run, test_set=test_set, data_root=data_root, heatmaps=heatmaps, results=results,
-                      progress=not quiet)
+                      progress=not quiet, protocol_preset=protocol_preset)
     click.echo(result.line())
     click.echo(f"rows appended to {result.results_path}")
 
@@ -253,12 +265,14 @@ def evaluate_cmd(run, test_set, data_root, heatmaps, results, quiet) -> None:
 @click.argument("config", required=False, type=click.Path(path_type=Path))
 @click.option("--preset", type=click.Choice(["quickstart"]), help="A built-in grid instead of CONFIG.yaml.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Output folder (overrides the config's).")
+@click.option("--protocol-preset", type=click.Choice(PROTOCOL_PRESETS),
+              help="Train and score as this paper does (replaces train.profile, protocol and test sets).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def run_cmd(config, preset, out, quiet) -> None:
+def run_cmd(config, preset, out, protocol_preset, quiet) -> None:
     """Grid generators x categories x seeds: generate, train, evaluate, report (skips finished cells)."""
     from anobench.runner import load_run_config, run_grid
 
-    grid = load_run_config(config, preset, out)
+    grid = load_run_config(config, preset, out, protocol_preset=protocol_preset)
     click.echo(run_grid(grid, progress=not quiet).rstrip("\n"))
 
 
@@ -286,6 +300,19 @@ def train_generator_cmd(generator, dataset, data_root, category, out, model, ste
         device=device, overrides=parse_overrides(overrides), progress=not quiet,
     )
     click.echo(summary.line())
+
+
+@cli.command("presets")
+@click.argument("name", required=False, type=click.Choice(PROTOCOL_PRESETS))
+def presets_cmd(name) -> None:
+    """List the protocol presets, or show one's settings, sources and deviations."""
+    from anobench.presets import PRESETS
+
+    if name is None:
+        for preset in PRESETS.values():
+            click.echo(f"{preset.name:<18}{preset.title}{'  [leaky]' if preset.leaky else ''}")
+        return
+    click.echo(PRESETS[name].describe())
 
 
 # --- end of commands ---

@@ -5,6 +5,12 @@ images for every generator of a comparison, never the few-shot references a gene
 ``test_set="all"`` scores every test image of the category instead, for comparison with papers
 and reference runs that use the full MVTec test split; those rows carry protocol ``all``.
 
+A run trained under a protocol preset (:mod:`anobench.presets`) is scored on that preset's test
+set and also gets the preset's metric variants (e.g. AnomalyDiffusion's ``aupro_thr100``), as
+separately named rows. Pixel maps are scored raw unless the run's config smooths them
+(``map_sigma`` > 0): then the pixel metrics are recorded as ``pixel_auroc_sigma4`` and so on, so
+a smoothed number is never read as a raw one.
+
 Outputs under the run folder: ``results.csv`` (appended tidy rows; a later row with the same key
 wins in reports), ``scores-<protocol>.csv`` (per-image scores) and ``heatmaps/*.png`` (a few test
 images with their ground-truth outline and the detector's map).
@@ -46,6 +52,8 @@ class Evaluation:
 
     def line(self) -> str:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items())
+        if any("_sigma" in r["metric"] for r in self.rows):
+            shown += " (pixel metrics of smoothed maps: recorded as *_sigma* rows)"
         return (f"{self.run_dir} [{self.protocol}: {self.n_images} test images, {self.n_anomalous} anomalous]: "
                 f"{shown}")
 
@@ -57,13 +65,16 @@ def result_config_hash(meta: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | Path | None = None,
+def evaluate(run_dir: str | Path, test_set: str | None = None, data_root: str | Path | None = None,
              heatmaps: int = 8, results: str | Path | None = None, batch_size: int = 8,
-             progress: bool = True) -> Evaluation:
+             progress: bool = True, protocol_preset: str | None = None) -> Evaluation:
     """Score ``run_dir``'s selected checkpoint on the real test images; append tidy rows.
 
     Args:
-        test_set: ``protocol`` (the run's held-out split) or ``all`` (every test image).
+        test_set: ``protocol`` (the run's held-out split) or ``all`` (every test image); default:
+            the protocol preset's, else ``protocol``.
+        protocol_preset: score as this preset does (test set, metric variants); default: the
+            preset the run was trained under, if any.
         data_root: where the real dataset is now, if it moved since training.
         heatmaps: how many test images to save with their heat maps (anomalous first).
         results: results file to append to (default ``RUN/results.csv``).
@@ -72,11 +83,14 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
     from anobench.metrics.detection import detection_metrics
     from anobench.results import HEATMAP_DIR, RESULTS_FILENAME, append_rows
 
-    if test_set not in TEST_SETS:
-        raise AnobenchError(f"unknown test set {test_set!r} (known: {', '.join(TEST_SETS)})")
     started = time.perf_counter()
     run = TrainedRun.open(run_dir)
     meta = run.meta
+    preset = _run_preset(meta, protocol_preset, run_dir)
+    if test_set is None:
+        test_set = preset.test_set if preset is not None else "protocol"
+    if test_set not in TEST_SETS:
+        raise AnobenchError(f"unknown test set {test_set!r} (known: {', '.join(TEST_SETS)})")
     data = load_category(meta["dataset"], data_root or meta["data_root"], meta["category"])
     if test_set == ALL_TEST_IMAGES:
         samples, protocol = list(data.test), ALL_TEST_IMAGES
@@ -98,6 +112,10 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
     labels = np.array([s.label for s in samples], dtype=bool)
     masks_arr = np.stack(masks)
     metrics = detection_metrics(scores, labels, maps, masks_arr)
+    if preset is not None and preset.metric_variants:
+        from anobench.metrics.variants import variant_metrics
+
+        metrics.update(variant_metrics(preset.metric_variants, maps, masks_arr))
 
     folder = Path(run_dir)
     _write_scores(folder / f"scores-{protocol}.csv", samples, data, scores)
@@ -105,13 +123,36 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
         save_heatmaps(folder / HEATMAP_DIR, samples, images, masks, maps, scores, limit=heatmaps)
     rows = [{
         "dataset": meta["dataset"], "category": meta["category"], "generator": meta["generator"],
-        "detector": meta["detector"], "seed": int(meta["seed"]), "protocol": protocol, "metric": name,
+        "detector": meta["detector"], "seed": int(meta["seed"]), "protocol": protocol,
+        "metric": recorded_metric_name(name, run.config.map_sigma),
         "value": float(value), "config_hash": result_config_hash(meta), "version": anobench.__version__,
     } for name, value in metrics.items()]
     results_path = Path(results) if results else folder / RESULTS_FILENAME
     append_rows(results_path, rows)
     return Evaluation(folder, protocol, len(samples), int(labels.sum()), metrics, rows, results_path,
                       time.perf_counter() - started)
+
+
+def recorded_metric_name(name: str, map_sigma: float) -> str:
+    """A pixel metric of smoothed maps carries the smoothing in its name: ``pixel_ap_sigma4``."""
+    if map_sigma and map_sigma > 0 and (name.startswith("pixel_") or name.startswith("aupro")):
+        return f"{name}_sigma{map_sigma:g}"
+    return name
+
+
+def _run_preset(meta: dict[str, Any], name: str | None, run_dir):
+    """The preset to score with: the one named, else the run's own; a mismatch is refused."""
+    from anobench.presets import check_split, get_preset
+
+    trained = meta.get("protocol_preset")
+    if name is not None and trained is not None and name != trained:
+        raise AnobenchError(f"{run_dir}: trained under protocol preset {trained!r}, not {name!r}")
+    name = name or trained
+    if name is None:
+        return None
+    preset = get_preset(name)
+    check_split(preset, meta.get("protocol", "thirds"), f"{run_dir}")
+    return preset
 
 
 def _write_scores(path: Path, samples, data, scores: np.ndarray) -> None:

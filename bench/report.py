@@ -38,6 +38,9 @@ METRIC_LABELS = {
     "image_auroc": "image AUROC", "image_ap": "image AP", "image_f1max": "image F1-max",
     "pixel_auroc": "pixel AUROC", "pixel_ap": "pixel AP", "pixel_f1max": "pixel F1-max",
     "aupro": "AUPRO@0.3",
+    # AnomalyDiffusion's approximations (anobench.metrics.variants), named as what they are
+    "aupro_thr100": "AUPRO@0.3 (100 thresholds, AnomalyDiffusion)",
+    "pixel_f1max_grid005": "pixel F1-max (0.05 grid, AnomalyDiffusion)",
 }
 DETECTION_ORDER = tuple(METRIC_LABELS)
 # Generation-quality metrics (issue 6): header label, number format, higher is better (None: no bold)
@@ -116,7 +119,7 @@ class Table:
 def render_report(df, fmt: str, metrics: Sequence[str] | None = None, layout: str | None = None, *,
                   samples: Mapping[str, Sequence[Any]] | None = None,
                   heatmaps: Mapping[str, Sequence[Any]] | None = None,
-                  title: str = "anobench report") -> str:
+                  title: str = "anobench report", published: Sequence[str] = ()) -> str:
     """The report as text in ``fmt`` (latex, markdown, csv or html).
 
     Args:
@@ -128,9 +131,10 @@ def render_report(df, fmt: str, metrics: Sequence[str] | None = None, layout: st
             Default: ``paper``, or ``per-metric`` when ``metrics`` are given.
         samples / heatmaps: HTML only; per generator, images to show (paths or uint8 arrays),
             e.g. from :func:`sample_tiles` and :func:`heatmap_paths`.
+        published: published tables to quote beside the measured columns (:mod:`anobench.published`).
     """
     fmt = _check_format(fmt)
-    tables = build_tables(df, metrics, layout)
+    tables = build_tables(df, metrics, layout, published=published)
     if fmt == "html":
         return _html_page(tables, title, samples or {}, heatmaps or {})
     return WRITERS[fmt](tables)
@@ -142,9 +146,17 @@ def render_tables(df, fmt: str, metrics: Sequence[str] | None = None, layout: st
     return WRITERS[fmt](build_tables(df, metrics, layout))
 
 
-def build_tables(df, metrics: Sequence[str] | None = None, layout: str | None = None) -> list[Table]:
+def build_tables(df, metrics: Sequence[str] | None = None, layout: str | None = None,
+                 published: Sequence[str] = ()) -> list[Table]:
     """Every table of a report: detection tables, then the generation-quality table."""
     df = _latest(df)
+    quoted_notes: dict = {}
+    if published:
+        import pandas as pd
+
+        from anobench.published import beside, load_published
+
+        df, quoted_notes = beside(df, pd.concat([load_published(spec) for spec in published], ignore_index=True))
     detection = df[df["detector"] != NO_DETECTOR]
     quality = df[df["detector"] == NO_DETECTOR]
     det_names = _ordered(set(detection["metric"]), DETECTION_ORDER)
@@ -156,7 +168,7 @@ def build_tables(df, metrics: Sequence[str] | None = None, layout: str | None = 
             available = ", ".join(det_names + qual_names) or "none"
             raise AnobenchError(f"--metrics: no results for {', '.join(unknown)} (available: {available})")
     groups = _layout_groups(layout, metrics, det_names)
-    tables = detection_tables(detection, groups) if groups else []
+    tables = detection_tables(detection, groups, quoted_notes) if groups else []
     tables += quality_tables(quality, None if metrics is None else [m for m in metrics if m in qual_names])
     if not tables:
         raise AnobenchError("nothing to report: no result rows match")
@@ -165,19 +177,25 @@ def build_tables(df, metrics: Sequence[str] | None = None, layout: str | None = 
 
 # --------------------------------------------------------------------------- detection tables
 
-def detection_tables(df, groups: list[tuple[str, ...]]) -> list[Table]:
+def detection_tables(df, groups: list[tuple[str, ...]], quoted_notes: Mapping | None = None) -> list[Table]:
     """One table per (dataset, protocol, detector) and metric group; categories x generators."""
     tables = []
     for (dataset, protocol, detector), part in df.groupby(["dataset", "protocol", "detector"], sort=True):
         for group in groups:
             if not part["metric"].isin(group).any():
                 continue
-            tables.append(_detection_table(part, group, dataset, protocol, detector))
+            table = _detection_table(part, group, dataset, protocol, detector)
+            table.notes += list((quoted_notes or {}).get((dataset, protocol, detector), ()))
+            tables.append(table)
     return tables
 
 
 def _detection_table(df, group: tuple[str, ...], dataset: str, protocol: str, detector: str) -> Table:
-    generators = sorted(df["generator"].unique())
+    from anobench.presets import SELECTION_NOTE
+    from anobench.protocol import LEAKY_PROTOCOLS
+    from anobench.published import QUOTED_MARK
+
+    generators = sorted(df["generator"].unique(), key=lambda g: (QUOTED_MARK in g, g))  # measured first
     categories = sorted(df["category"].unique())
     df = df[df["metric"].isin(group)]
     values = {key: grp["value"].to_numpy(dtype=float) for key, grp in df.groupby(["category", "generator", "metric"])}
@@ -203,6 +221,10 @@ def _detection_table(df, group: tuple[str, ...], dataset: str, protocol: str, de
         mean_cells.append(Cell(parts))
     rows.append(Row(["Mean"], mean_cells, rule_above=True))
     for row in rows:
+        for g, cell in zip(generators, row.cells):
+            if QUOTED_MARK in g:  # quoted numbers are shown, never ranked against measured ones
+                for v in cell.values:
+                    v.comparable = False
         _bold_best(row.cells, higher_is_better=[True] * len(group))
     labels = [METRIC_LABELS.get(m, m) for m in group]
     what = f"({', '.join(labels)})" if len(group) > 1 else labels[0]
@@ -213,7 +235,9 @@ def _detection_table(df, group: tuple[str, ...], dataset: str, protocol: str, de
     if len(n_seeds) and n_seeds.max() > 1:
         notes.append(f"Mean ± std over {int(n_seeds.min())}-{int(n_seeds.max())} seeds."
                      if n_seeds.min() != n_seeds.max() else f"Mean ± std over {int(n_seeds.max())} seeds.")
-    title = f"{dataset}: {what} in %, detector {detector}, protocol {protocol}"
+    leaky = " (leaky: its test set holds reference anomalies)" if protocol in LEAKY_PROTOCOLS else ""
+    title = f"{dataset}: {what} in %, detector {detector}, protocol {protocol}{leaky}"
+    notes.append(SELECTION_NOTE)
     return Table(title, ["Category"], generators, labels, rows, notes)
 
 
@@ -564,13 +588,14 @@ def heatmap_paths(run: str | os.PathLike, limit: int = 8) -> list[Path]:
 
 
 def report_files(results: Sequence[str | os.PathLike], fmt: str, metrics: Sequence[str] | None = None,
-                 layout: str | None = None, generated: Sequence[str | os.PathLike] = (), images: int = 8) -> str:
+                 layout: str | None = None, generated: Sequence[str | os.PathLike] = (), images: int = 8,
+                 published: Sequence[str] = ()) -> str:
     """``anobench report``: read results files or run folders, render; HTML adds the images."""
     from anobench.results import read_results
 
     fmt = _check_format(fmt)
     df = read_results(list(results))
     if fmt != "html":
-        return render_report(df, fmt, metrics, layout)
+        return render_report(df, fmt, metrics, layout, published=published)
     samples, heatmaps = gallery(results, generated, limit=images)
-    return render_report(df, fmt, metrics, layout, samples=samples, heatmaps=heatmaps)
+    return render_report(df, fmt, metrics, layout, samples=samples, heatmaps=heatmaps, published=published)

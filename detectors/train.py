@@ -359,17 +359,27 @@ def train_detector(
     overrides: dict[str, str] | None = None,
     progress: bool = True,
     max_steps: int | None = None,
+    protocol_preset: str | None = None,
 ) -> TrainSummary:
     """Train (or resume) a detector on ``generated`` plus the category's normals into ``out``.
 
+    ``protocol_preset`` (see :mod:`anobench.presets`) replaces ``profile`` with a paper's settings.
     ``max_steps`` stops early after that many steps in this call (the run stays resumable):
     tests use it to simulate a kill.
     """
-    config = profile_config(profile, overrides, detector=detector, encoder=encoder, encoder_weights=encoder_weights)
     data = load_category(dataset, data_root, category)
     gen = GeneratedSet.open(generated)
     _check_generated(gen, dataset, category, Path(generated))
     protocol = (gen.meta.get("protocol") or {}).get("name", "thirds")
+    if protocol_preset is not None:
+        from anobench.presets import check_split, get_preset, preset_config
+
+        check_split(get_preset(protocol_preset), protocol, f"{generated}")
+        config = preset_config(protocol_preset, len(data.train), overrides, detector=detector, encoder=encoder,
+                               encoder_weights=encoder_weights)
+        profile = None
+    else:
+        config = profile_config(profile, overrides, detector=detector, encoder=encoder, encoder_weights=encoder_weights)
     out = Path(out)
     meta = {
         "dataset": dataset,
@@ -382,6 +392,7 @@ def train_detector(
         "protocol": protocol,
         "seed": seed,
         "profile": profile,
+        "protocol_preset": protocol_preset,
         "detector": config.detector,
         "config": config_to_dict(config),
         "config_hash": config_hash(config),

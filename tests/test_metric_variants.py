@@ -1,7 +1,7 @@
 """AnomalyDiffusion's metric variants equal a plain reimplementation of its reference code.
 
 ``reference_au_pro`` and ``reference_f1_grid`` below follow sjtuplayer/anomalydiffusion's
-``unet_utils/au_pro_util.py`` (4e6c1cb) and ``test-localization.py`` lines 97-111 (b6d805d) step by
+``unet_utils/au_pro_util.py`` (4e6c1cb) and ``test-localization.py`` lines 97-112 (b6d805d) step by
 step, loops and all (written for these tests, not copied): per-region sorted scores with a moving
 pointer, thresholds at ``linspace`` positions of the sorted normal scores, a ``bisect``-cut
 trapezoid; and a loop over the 0.05 grid with its epsilons.

@@ -12,7 +12,7 @@ compare against) reports two pixel metrics that are not the exact curve values:
   mean over 8-connected ground-truth regions of the share of region pixels scoring above the
   threshold. The coarse curve reads lower than the exact area.
 - ``pixel_f1max_grid005``: the maximum pixel F1 over the thresholds ``np.arange(0, 1 + 1e-3,
-  0.05)`` only (``test-localization.py`` lines 97-111), a pixel counting as anomalous when its
+  0.05)`` only (``test-localization.py`` lines 97-112), a pixel counting as anomalous when its
   score is strictly above the threshold, with ``precision = TP / (P + 1e-8)``, ``recall = TP /
   (G + 1e-8)`` and ``F1 = 2 p r / (p + r + 1e-8)``. It assumes scores in [0, 1] and misses the
   best threshold between grid points, so it reads up to a few points lower than F1-max.
