@@ -76,9 +76,12 @@ def list_cmd() -> None:
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--image-size", default=256, show_default=True, type=click.IntRange(min=32))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a generator config field.")
+@click.option("--verify", is_flag=True, help="On resume, check every file's sha256; remake damaged samples.")
+@click.option("--drop-duplicates", is_flag=True,
+              help="Leave test images with the same pixels as a reference out of the test set (recorded).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def generate(generator, dataset, data_root, category, num, out, seed, split, anomaly_source, model, checkpoint,
-             device, batch_size, image_size, overrides, quiet) -> None:
+             device, batch_size, image_size, overrides, verify, drop_duplicates, quiet) -> None:
     """Generate NUM synthetic anomalies for one category."""
     from anobench.config import parse_overrides
     from anobench.generation import generate_dataset
@@ -87,7 +90,7 @@ def generate(generator, dataset, data_root, category, num, out, seed, split, ano
         generator, dataset, data_root, category, num, out, seed=seed, split=split,
         anomaly_source=anomaly_source, model=model, checkpoint=checkpoint, device=device,
         batch_size=batch_size, overrides=parse_overrides(overrides), image_size=image_size,
-        progress=not quiet,
+        progress=not quiet, verify=verify, drop_duplicates=drop_duplicates,
     )
     click.echo(summary.line())
 
@@ -102,8 +105,9 @@ def datasets() -> None:
 @click.option("--dataset", type=click.Choice(DATASETS), default="mvtec_ad", show_default=True)
 @click.option("--category", "categories", multiple=True, help="Only these categories (default: all found).")
 def datasets_check(root, dataset, categories) -> None:
-    """Count every category's images and list every problem; exit 1 on any problem."""
+    """Count every category's images, list every problem and duplicate image; exit 1 on any problem."""
     from anobench.datasets import check_category, list_categories, load_category
+    from anobench.protocol import find_duplicates
 
     names = list(categories) or list_categories(dataset, root)
     if not names:
@@ -127,6 +131,8 @@ def datasets_check(root, dataset, categories) -> None:
             click.echo(f"  PROBLEM {line}")
         for line in warnings:
             click.echo(f"  warning {line}")
+        for group in find_duplicates(data):
+            click.echo(f"  duplicate pixels: {' = '.join(group)}")
         problems += len(found)
     if problems:
         click.echo(f"{problems} problem(s) found", err=True)
@@ -150,9 +156,9 @@ def demo_data(out, seed, size, n_train) -> None:
 
 @cli.command("score-generation")
 @click.argument("folder", type=click.Path(path_type=Path))
-@click.option("--dataset", type=click.Choice(DATASETS), default="mvtec_ad", show_default=True)
-@click.option("--data-root", required=True, type=click.Path(path_type=Path), help="Dataset root folder.")
-@click.option("--category", required=True, help="Category the set was generated for, e.g. bottle.")
+@click.option("--dataset", type=click.Choice(DATASETS), help="Default: the set's own (dataset.json).")
+@click.option("--data-root", type=click.Path(path_type=Path), help="Dataset root, if it moved since generation.")
+@click.option("--category", help="Default: the set's own (dataset.json).")
 @click.option("--split", default=None, help="Protocol for the IC-LPIPS references (default: the set's own).")
 @click.option("--metrics", multiple=True, metavar="NAMES",
               help="Comma list of ic_lpips, kid, fid, is, mask_consistency, mask_stats, cost (default: all).")
@@ -166,7 +172,7 @@ def demo_data(out, seed, size, n_train) -> None:
 def score_generation(folder, dataset, data_root, category, split, metrics, ic_variants, real, device, results,
                      quiet) -> None:
     """Score a generated set OUT/NAME/CATEGORY: IC-LPIPS, KID, FID, IS, mask truthfulness, cost."""
-    from anobench.metrics.generation import append_generation_rows, score_generated_set, write_scores_json
+    from anobench.quality import append_generation_rows, score_generated_set, write_scores_json
 
     log = None if quiet else (lambda message: click.echo(f"  {message}", err=True))
     scores = score_generated_set(folder, dataset, data_root, category, split=split, metrics=metrics or None,
@@ -177,7 +183,7 @@ def score_generation(folder, dataset, data_root, category, split, metrics, ic_va
             click.echo(line)
     write_scores_json(scores, folder)
     path = append_generation_rows(results or Path(folder).parent.parent / "results.csv", scores.rows())
-    click.echo(f"{folder}: {len(scores.values)} values for {scores.generator}/{category} appended to {path}")
+    click.echo(f"{folder}: {len(scores.values)} values for {scores.generator}/{scores.category} appended to {path}")
 
 
 @cli.command("report")
@@ -207,9 +213,9 @@ def report(results, fmt, metrics, layout, generated, images, out, published) -> 
 
 
 @cli.command("train-detector")
-@click.option("--dataset", type=click.Choice(DATASETS), default="mvtec_ad", show_default=True)
-@click.option("--data-root", required=True, type=click.Path(path_type=Path), help="Dataset root folder.")
-@click.option("--category", required=True, help="Category folder under the data root, e.g. bottle.")
+@click.option("--dataset", type=click.Choice(DATASETS), help="Default: the generated set's own (dataset.json).")
+@click.option("--data-root", type=click.Path(path_type=Path), help="Dataset root, if it moved since generation.")
+@click.option("--category", help="Default: the generated set's own (dataset.json).")
 @click.option("--generated", required=True, type=click.Path(path_type=Path), help="Generated set OUT/NAME/CATEGORY.")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Run folder (resumed if it exists).")
 @click.option("--profile", type=click.Choice(["quick", "paper"]), help="anobench's own settings (default: quick).")

@@ -8,8 +8,7 @@ and reference runs that use the full MVTec test split; those rows carry protocol
 A run trained under a protocol preset (:mod:`anobench.presets`) is scored on that preset's test
 set and also gets the preset's metric variants (e.g. AnomalyDiffusion's ``aupro_thr100``), as
 separately named rows. Pixel maps are scored raw unless the run's config smooths them
-(``map_sigma`` > 0): then the pixel metrics are recorded as ``pixel_auroc_sigma4`` and so on, so
-a smoothed number is never read as a raw one.
+(``map_sigma`` > 0, recorded in the rows' ``map_sigma`` column).
 
 Outputs under the run folder: ``results.csv`` (appended tidy rows; a later row with the same key
 wins in reports), ``scores-<protocol>.csv`` (per-image scores) and ``heatmaps/*.png`` (a few test
@@ -33,7 +32,8 @@ import anobench
 from anobench.datasets import load_category
 from anobench.errors import AnobenchError
 from anobench.images import atomic_write_bytes, atomic_write_text, png_bytes
-from anobench.protocol import split_category
+from anobench.artifacts import resolve_stored_path
+from anobench.protocol import frozen_split, split_category
 
 TEST_SETS = ("protocol", "all")
 ALL_TEST_IMAGES = "all"
@@ -52,8 +52,6 @@ class Evaluation:
 
     def line(self) -> str:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items())
-        if any("_sigma" in r["metric"] for r in self.rows):
-            shown += " (pixel metrics of smoothed maps: recorded as *_sigma* rows)"
         return (f"{self.run_dir} [{self.protocol}: {self.n_images} test images, {self.n_anomalous} anomalous]: "
                 f"{shown}")
 
@@ -63,6 +61,37 @@ def result_config_hash(meta: dict[str, Any]) -> str:
     blob = json.dumps({"generator": meta.get("generator_config_hash"), "detector": meta.get("config_hash")},
                       sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def setup_columns(meta: dict[str, Any], config, n_test: int, n_anomalous: int, leaky: bool) -> dict[str, str]:
+    """The setup cells of a result row (:data:`anobench.results.SETUP_COLUMNS`), from run.json."""
+    saw = meta.get("reference_anomalies")
+    return {
+        "generator_config_hash": str(meta.get("generator_config_hash") or ""),
+        "n_generated": str(meta.get("generated_samples", "")),
+        "reference_anomalies": "" if saw is None else str(bool(saw)).lower(),
+        "encoder": str(config.encoder or ""),
+        "encoder_weights": str(config.encoder_weights or ""),
+        "profile": str(meta.get("profile", "")),
+        "steps": str(config.steps),
+        "lr": f"{config.lr:g}",
+        "image_size": str(config.image_size),
+        "map_sigma": f"{config.map_sigma:g}",
+        "n_test": str(n_test),
+        "n_test_anomalous": str(n_anomalous),
+        "leaky": str(bool(leaky)).lower(),
+    }
+
+
+def _run_split(data, meta: dict[str, Any], folder: Path):
+    """The split frozen into the run (from its generated set), verified; never recomputed by name.
+
+    Runs made before splits were frozen carry only the protocol name: their split is recomputed.
+    """
+    recorded = meta.get("protocol_split")
+    if isinstance(recorded, dict) and isinstance(recorded.get("test"), list):
+        return frozen_split(data, recorded, folder / "run.json")
+    return split_category(data, meta.get("protocol", "thirds"))
 
 
 def evaluate(run_dir: str | Path, test_set: str | None = None, data_root: str | Path | None = None,
@@ -79,7 +108,8 @@ def evaluate(run_dir: str | Path, test_set: str | None = None, data_root: str | 
         heatmaps: how many test images to save with their heat maps (anomalous first).
         results: results file to append to (default ``RUN/results.csv``).
     """
-    from anobench.detectors.train import TrainedRun, predict_images
+    from anobench.detectors.predict import predict_images
+    from anobench.detectors.run import TrainedRun
     from anobench.metrics.detection import detection_metrics
     from anobench.results import HEATMAP_DIR, RESULTS_FILENAME, append_rows
 
@@ -91,12 +121,20 @@ def evaluate(run_dir: str | Path, test_set: str | None = None, data_root: str | 
         test_set = preset.test_set if preset is not None else "protocol"
     if test_set not in TEST_SETS:
         raise AnobenchError(f"unknown test set {test_set!r} (known: {', '.join(TEST_SETS)})")
-    data = load_category(meta["dataset"], data_root or meta["data_root"], meta["category"])
+    root = Path(data_root) if data_root is not None else resolve_stored_path(Path(run_dir), meta, "data_root")
+    if root is None:
+        raise AnobenchError(f"{run_dir}: the dataset it was trained on is not at "
+                            f"{meta.get('data_root_abs') or meta.get('data_root')}; pass --data-root")
+    data = load_category(meta["dataset"], root, meta["category"])
+    split = _run_split(data, meta, Path(run_dir))
     if test_set == ALL_TEST_IMAGES:
         samples, protocol = list(data.test), ALL_TEST_IMAGES
+        # every test image includes the references: leaky for a generator that saw them
+        leaky = bool(split.references) and bool(meta.get("reference_anomalies", True))
     else:
-        protocol = meta.get("protocol", "thirds")
-        samples = split_category(data, protocol).test
+        protocol = split.name
+        samples = split.test
+        leaky = split.leaky
     if not samples:
         raise AnobenchError(f"{data.root}: no test images under protocol {protocol!r}")
     size = run.config.image_size
@@ -121,23 +159,16 @@ def evaluate(run_dir: str | Path, test_set: str | None = None, data_root: str | 
     _write_scores(folder / f"scores-{protocol}.csv", samples, data, scores)
     if heatmaps and test_set != ALL_TEST_IMAGES:
         save_heatmaps(folder / HEATMAP_DIR, samples, images, masks, maps, scores, limit=heatmaps)
+    setup = setup_columns(meta, run.config, n_test=len(samples), n_anomalous=int(labels.sum()), leaky=leaky)
     rows = [{
         "dataset": meta["dataset"], "category": meta["category"], "generator": meta["generator"],
-        "detector": meta["detector"], "seed": int(meta["seed"]), "protocol": protocol,
-        "metric": recorded_metric_name(name, run.config.map_sigma),
-        "value": float(value), "config_hash": result_config_hash(meta), "version": anobench.__version__,
+        "detector": meta["detector"], "seed": int(meta["seed"]), "protocol": protocol, "metric": name,
+        "value": float(value), "config_hash": result_config_hash(meta), "version": anobench.__version__, **setup,
     } for name, value in metrics.items()]
     results_path = Path(results) if results else folder / RESULTS_FILENAME
     append_rows(results_path, rows)
     return Evaluation(folder, protocol, len(samples), int(labels.sum()), metrics, rows, results_path,
                       time.perf_counter() - started)
-
-
-def recorded_metric_name(name: str, map_sigma: float) -> str:
-    """A pixel metric of smoothed maps carries the smoothing in its name: ``pixel_ap_sigma4``."""
-    if map_sigma and map_sigma > 0 and (name.startswith("pixel_") or name.startswith("aupro")):
-        return f"{name}_sigma{map_sigma:g}"
-    return name
 
 
 def _run_preset(meta: dict[str, Any], name: str | None, run_dir):

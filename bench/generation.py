@@ -31,7 +31,8 @@ from anobench.generators.base import (
     get_generator_class,
 )
 from anobench.images import read_rgb
-from anobench.protocol import ProtocolSplit, split_category
+from anobench.artifacts import relative_path
+from anobench.protocol import ProtocolSplit, split_category, split_mismatch
 from anobench.store import DatasetWriter
 
 
@@ -41,11 +42,13 @@ class GenerationSummary:
     generated: int
     total: int
     seconds: float
+    repaired: int = 0  # samples found missing or damaged and made again
 
     def line(self) -> str:
         rate = self.generated / self.seconds if self.seconds > 0 else float("nan")
+        repaired = f", {self.repaired} missing or damaged remade" if self.repaired else ""
         return (
-            f"{self.folder}: {self.total} images ({self.generated} new) in {self.seconds:.1f} s, "
+            f"{self.folder}: {self.total} images ({self.generated} new{repaired}) in {self.seconds:.1f} s, "
             f"{rate:.2f} images/s"
         )
 
@@ -103,6 +106,7 @@ def prepare_context(
     model: str | None = None,
     checkpoint: str | Path | None = None,
     device: str = "auto",
+    drop_duplicates: bool = False,
 ) -> tuple[CategoryData, ProtocolSplit, GenerationContext]:
     """Read a category, split it by protocol, and build what the generator may see.
 
@@ -110,7 +114,7 @@ def prepare_context(
     see none. Shared by generation and by the training stage of trainable generators.
     """
     data = load_category(dataset, data_root, category)
-    protocol = split_category(data, split)
+    protocol = split_category(data, split, drop_duplicates=drop_duplicates)
     references: list[ReferenceAnomaly] = []
     if gen.needs.reference_anomalies:
         references = load_references(data, protocol, image_size)
@@ -151,15 +155,24 @@ def generate_dataset(
     overrides: dict[str, str] | None = None,
     image_size: int = 256,
     progress: bool = True,
+    verify: bool = False,
+    drop_duplicates: bool = False,
 ) -> GenerationSummary:
-    """Write ``num`` samples to ``out/<generator>/<category>/``, resuming what is already there."""
+    """Write ``num`` samples to ``out/<generator>/<category>/``, resuming what is already there.
+
+    ``verify`` checks every stored file against its manifest sha256 and regenerates damaged
+    samples (missing files are always regenerated); ``drop_duplicates`` leaves test images that
+    duplicate a reference out of the split (recorded in ``dataset.json``).
+    """
     if num < 1:
         raise AnobenchError(f"--num must be at least 1, got {num}")
     if batch_size < 1:
         raise AnobenchError(f"--batch-size must be at least 1, got {batch_size}")
     gen = build_generator(generator, overrides)
     data, protocol, context = prepare_context(gen, dataset, data_root, category, split, image_size,
-                                              anomaly_source, model, checkpoint, device)
+                                              anomaly_source, model, checkpoint, device, drop_duplicates)
+    split_record = protocol.summary(data)
+    checkpoint_id = check_checkpoint_split(checkpoint, split_record) if checkpoint else None
     folder = Path(out) / gen.name / category
     meta = {
         "generator": gen.name,
@@ -168,48 +181,86 @@ def generate_dataset(
         "config_hash": config_hash(gen.config),
         "dataset": dataset,
         "category": category,
-        "data_root": str(Path(data_root).resolve()),
+        "data_root": relative_path(data_root, folder),
+        "data_root_abs": str(Path(data_root).resolve()),
         "image_size": image_size,
         "seed": seed,
-        "protocol": protocol.summary(data),
+        "protocol": split_record,
+        "reference_anomalies": bool(gen.needs.reference_anomalies),
         "anomaly_source": str(context.anomaly_source) if context.anomaly_source else None,
+        "anomaly_source_id": folder_id(context.anomaly_source) if context.anomaly_source else None,
         "model": model,
         "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
+        "checkpoint_id": checkpoint_id,
         "device": context.device,
         "anobench_version": anobench.__version__,
     }
-    writer = DatasetWriter(folder, meta)
-    todo = [i for i in range(num) if i not in writer.done]
-    started = time.perf_counter()
-    if todo:
-        gen.setup(context)
-        bar = tqdm(total=num, initial=num - len(todo), desc=f"{gen.name}/{category}", unit="img",
-                   disable=not progress, dynamic_ncols=True)
-        for batch in _chunks(todo, batch_size):
-            requests = [_request(data, seed, i, image_size) for i in batch]
-            t0 = time.perf_counter()
-            samples = gen.generate(requests)
-            seconds = (time.perf_counter() - t0) / len(batch)
-            if len(samples) != len(requests):
-                raise AnobenchError(f"generator {gen.name!r} returned {len(samples)} samples for {len(requests)} requests")
-            for request, sample in zip(requests, samples):
-                _check_sample(gen.name, request, sample, image_size)
-                writer.add(request.index, sample.image, sample.mask, {
-                    "source": request.source_path,
-                    "defect_type": sample.defect_type,
-                    "prompt": sample.prompt,
-                    "seed": request.seed,
-                    "seconds": round(seconds, 4),
-                    "extra": sample.extra,
-                }, sample.arrays)
-            bar.update(len(batch))
-        bar.close()
-    elapsed = time.perf_counter() - started
-    total_seconds = sum(r.get("seconds", 0.0) for r in writer.rows.values())
-    writer.write_meta(status="complete" if len(writer.done) >= num else "running",
-                      num=len(writer.done), peak_memory_mb=peak_memory_mb(),
-                      seconds_per_sample=round(total_seconds / max(len(writer.done), 1), 4))
-    return GenerationSummary(folder, len(todo), len(writer.done), elapsed)
+    with DatasetWriter(folder, meta, verify=verify) as writer:
+        todo = [i for i in range(num) if i not in writer.done]
+        started = time.perf_counter()
+        if todo:
+            _generate(gen, context, data, writer, todo, num, seed, image_size, batch_size, progress)
+        elapsed = time.perf_counter() - started
+        status = "complete" if len(writer.done) >= num else "running"
+        total_seconds = sum(r.get("seconds", 0.0) for r in writer.rows.values())
+        if todo:  # a re-run with nothing to make keeps the cost recorded by the runs that made the set
+            writer.record_cost(peak_memory_mb(), status=status, num=len(writer.done),
+                               seconds_per_sample=round(total_seconds / max(len(writer.done), 1), 4))
+        elif writer.meta.get("status") != status or writer.meta.get("num") != len(writer.done):
+            writer.write_meta(status=status, num=len(writer.done))
+        return GenerationSummary(folder, len(todo), len(writer.done), elapsed, len(writer.dropped))
+
+
+def _generate(gen: Generator, context: GenerationContext, data: CategoryData, writer: DatasetWriter,
+              todo: list[int], num: int, seed: int, image_size: int, batch_size: int, progress: bool) -> None:
+    gen.setup(context)
+    bar = tqdm(total=num, initial=num - len(todo), desc=f"{gen.name}/{data.category}", unit="img",
+               disable=not progress, dynamic_ncols=True)
+    for batch in _chunks(todo, batch_size):
+        requests = [_request(data, seed, i, image_size) for i in batch]
+        t0 = time.perf_counter()
+        samples = gen.generate(requests)
+        seconds = (time.perf_counter() - t0) / len(batch)
+        if len(samples) != len(requests):
+            raise AnobenchError(f"generator {gen.name!r} returned {len(samples)} samples for {len(requests)} requests")
+        for request, sample in zip(requests, samples):
+            check_sample(gen.name, request, sample, image_size)
+            writer.add(request.index, sample.image, sample.mask, {
+                "source": request.source_path,
+                "defect_type": sample.defect_type,
+                "prompt": sample.prompt,
+                "seed": request.seed,
+                "seconds": round(seconds, 4),
+                "extra": sample.extra,
+            }, sample.arrays)
+        bar.update(len(batch))
+    bar.close()
+
+
+def folder_id(folder: Path) -> str:
+    """A content id of an input folder from its file names and sizes (cheap; no path in it)."""
+    listing = sorted((p.relative_to(folder).as_posix(), p.stat().st_size) for p in folder.rglob("*") if p.is_file())
+    return hashlib.sha256(repr(listing).encode()).hexdigest()[:16]
+
+
+def check_checkpoint_split(checkpoint: str | Path, split_record: dict) -> str:
+    """A trained generator's checkpoint must carry the split this generation uses; returns its id."""
+    from anobench.generator_training import read_checkpoint_artifact
+
+    record = read_checkpoint_artifact(Path(checkpoint))
+    if record is None:
+        return folder_id(Path(checkpoint))
+    trained = record.get("protocol") or {}
+    differs = split_mismatch(trained, split_record)
+    if differs:
+        leaked = sorted(set(trained.get("references") or []) & set(split_record.get("test") or []))
+        raise AnobenchError(
+            f"{checkpoint}: trained with split {trained.get('name')!r}, this generation uses "
+            f"{split_record.get('name')!r} ({differs} differ; {len(leaked)} of its "
+            f"{len(trained.get('references') or [])} training anomalies are test images here); "
+            f"pass --split {trained.get('name')}"
+        )
+    return str(record.get("checkpoint_id"))
 
 
 def _request(data: CategoryData, seed: int, index: int, size: int) -> SampleRequest:
@@ -218,7 +269,7 @@ def _request(data: CategoryData, seed: int, index: int, size: int) -> SampleRequ
     return SampleRequest(index=index, seed=sample_seed, source=read_rgb(path, size), source_path=data.relpath(path))
 
 
-def _check_sample(name: str, request: SampleRequest, sample: GeneratedSample, size: int) -> None:
+def check_sample(name: str, request: SampleRequest, sample: GeneratedSample, size: int) -> None:
     """Catch generator bugs before they reach disk: shapes, dtypes, non-empty masks."""
     if sample.image.shape != (size, size, 3) or sample.image.dtype != np.uint8:
         raise AnobenchError(f"generator {name!r} returned an image of {sample.image.shape} {sample.image.dtype} "

@@ -4,17 +4,41 @@ A generator with ``needs.training_stage`` learns from one category before it gen
 protocol's few-shot reference anomalies (never the held-out test split) and the normal training
 images. Its ``fit`` writes a checkpoint folder that ``anobench generate --checkpoint`` loads;
 re-running the same command resumes a killed training run.
+
+The folder is a stage artifact (:mod:`anobench.artifacts`): ``artifact.json`` holds the
+generator, its training config, seed and the frozen protocol split (file lists and pixel
+hashes). Generation with this checkpoint refuses another split, so no training anomaly can be
+a test image. Config fields a generator lists in ``sampling_fields`` (and the step count) do
+not enter the identity: they change sampling, not the trained weights.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
+import anobench
+from anobench.artifacts import COMPLETE, RUNNING, open_artifact, read_json, relative_path
+from anobench.config import config_to_dict
 from anobench.errors import AnobenchError
 from anobench.generation import build_generator, prepare_context
+
+CHECKPOINT_ARTIFACT = "artifact.json"
+IDENTITY_KEYS = ("generator", "generator_version", "training_config", "dataset", "category", "seed",
+                 "image_size", "protocol", "model")
+
+
+def read_checkpoint_artifact(folder: Path) -> dict[str, Any] | None:
+    """The benchmark's record of a trained generator checkpoint, or None for a foreign folder."""
+    path = Path(folder) / CHECKPOINT_ARTIFACT
+    if not Path(folder).is_dir():
+        raise AnobenchError(f"{folder}: --checkpoint is not a folder")
+    return read_json(path, "checkpoint record") if path.exists() else None
 
 
 @dataclass
@@ -47,8 +71,37 @@ def train_generator(
     gen = build_generator(generator, overrides)
     if not gen.needs.training_stage:
         raise AnobenchError(f"generator {generator!r} has no training stage (it generates without train-generator)")
-    _, _, context = prepare_context(gen, dataset, data_root, category, split, image_size, model=model, device=device)
-    result = gen.fit(context, Path(out), steps=steps, seed=seed, split=split, progress=progress,
-                     log=lambda message: tqdm.write(message))
-    return TrainingSummary(Path(result["checkpoint"]), int(result["step"]), float(result["seconds"]),
-                           float(result["loss"]))
+    data, protocol, context = prepare_context(gen, dataset, data_root, category, split, image_size, model=model,
+                                              device=device)
+    out = Path(out)
+    sampling = set(getattr(gen, "sampling_fields", ()))
+    meta = {
+        "generator": gen.name,
+        "generator_version": gen.version,
+        "config": config_to_dict(gen.config),
+        "training_config": {k: v for k, v in config_to_dict(gen.config).items() if k not in sampling},
+        "dataset": dataset,
+        "category": category,
+        "data_root": relative_path(data_root, out),
+        "data_root_abs": str(Path(data_root).resolve()),
+        "image_size": image_size,
+        "seed": seed,
+        "protocol": protocol.summary(data),
+        "model": model,
+        "device": context.device,
+        "anobench_version": anobench.__version__,
+    }
+    with open_artifact(out, CHECKPOINT_ARTIFACT, meta, IDENTITY_KEYS, "generator checkpoint",
+                       hint="use a new --out folder") as artifact:
+        try:
+            result = gen.fit(context, out, steps=steps, seed=seed, split=split, progress=progress,
+                             log=lambda message: tqdm.write(message))
+        except BaseException:
+            if artifact.holds_work():
+                artifact.save(status=RUNNING)
+            raise
+        step = int(result["step"])
+        identity = json.dumps({k: artifact.meta.get(k) for k in IDENTITY_KEYS}, sort_keys=True, default=str)
+        artifact.save(status=COMPLETE, step=step,
+                      checkpoint_id=hashlib.sha256(f"{identity}|{step}".encode()).hexdigest()[:16])
+    return TrainingSummary(Path(result["checkpoint"]), step, float(result["seconds"]), float(result["loss"]))

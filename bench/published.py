@@ -83,6 +83,9 @@ def beside(measured, published) -> tuple["pd.DataFrame", dict[tuple[str, str, st
             "detector": detector, "seed": 0, "protocol": protocol, "metric": quoted["metric"],
             "value": quoted["value"].astype(float), "config_hash": "quoted", "version": "",
         })
+        for column in measured.columns:  # setup columns (profile, leaky, ...) stay empty
+            if column not in rows.columns:
+                rows[column] = ""
         extra.append(rows)
         sources = sorted({(r["paper"], _table_name(r["table"]), r["protocol"]) for _, r in quoted.iterrows()})
         notes[(dataset, protocol, detector)] = [

@@ -26,11 +26,17 @@ from typing import Any
 from anobench.errors import AnobenchError
 from anobench.images import atomic_write_bytes
 
-RESULT_COLUMNS = ("dataset", "category", "generator", "detector", "seed", "protocol", "metric", "value",
-                  "config_hash", "version")
+BASE_COLUMNS = ("dataset", "category", "generator", "detector", "seed", "protocol", "metric", "value",
+                "config_hash", "version")
+# the setup behind a number (text cells; empty where it does not apply, e.g. generation rows, or
+# in files written before these columns existed, which still read)
+SETUP_COLUMNS = ("generator_config_hash", "n_generated", "reference_anomalies", "encoder", "encoder_weights",
+                 "profile", "steps", "lr", "image_size", "map_sigma", "n_test", "n_test_anomalous", "leaky")
+RESULT_COLUMNS = BASE_COLUMNS + SETUP_COLUMNS
 TEXT_COLUMNS = tuple(c for c in RESULT_COLUMNS if c not in ("seed", "value"))
-# what one measurement is about; a later row with the same key replaces an earlier one in reports
-KEY_COLUMNS = ("dataset", "category", "generator", "detector", "seed", "protocol", "metric")
+# what one measurement is about; a later row with the same key replaces an earlier one in reports.
+# ``config_hash`` (generator config + detector config) is in it: two setups never merge.
+KEY_COLUMNS = ("dataset", "category", "generator", "detector", "seed", "protocol", "config_hash", "metric")
 # Names a run folder uses: the evaluator writes RUN/results.csv and RUN/heatmaps/*.png
 RESULTS_FILENAME = "results.csv"
 RESULTS_FILENAMES = ("results.csv", "results.parquet")
@@ -62,11 +68,16 @@ def append_rows(path: str | os.PathLike, rows: Any) -> Path:
             atomic_write_bytes(path, buffer.getvalue(), durable=True)
         else:
             old = b""
+            legacy = False
             if exists:
-                _read_one(path, rows=False)  # header check only
-                old = path.read_bytes()
-                if not old.endswith(b"\n"):
-                    old += b"\n"
+                legacy = _read_one(path, rows=False).attrs.get("legacy", False)  # header check
+                if legacy:  # an older file without the setup columns: rewrite it with them
+                    exists = False
+                    new = pd.concat([_read_one(path), new], ignore_index=True)
+                else:
+                    old = path.read_bytes()
+                    if not old.endswith(b"\n"):
+                        old += b"\n"
             body = new.to_csv(index=False, header=not exists, lineterminator="\n")
             atomic_write_bytes(path, old + body.encode("utf-8"), durable=True)
     return path
@@ -114,16 +125,26 @@ def _read_one(path: Path, rows: bool = True) -> "pd.DataFrame":  # noqa: F821
             frame = pd.read_parquet(path)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a bad file
             raise AnobenchError(f"{path}: unreadable parquet file ({exc.__class__.__name__})") from None
-        _check_columns(path, list(frame.columns))
-        return _typed(path, frame[list(RESULT_COLUMNS)])
+        return _typed(path, _with_setup(path, frame))
     try:
         if path.stat().st_size == 0:
             raise AnobenchError(f"{path}: empty file, not a results file (expected a header row)")
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, nrows=None if rows else 0)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise AnobenchError(f"{path}: not a results CSV ({exc.__class__.__name__})") from None
-    _check_columns(path, list(frame.columns))
-    return _typed(path, frame[list(RESULT_COLUMNS)])
+    return _typed(path, _with_setup(path, frame))
+
+
+def _with_setup(path: Path, frame: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
+    """The frame in :data:`RESULT_COLUMNS`; a file of the older layout gets empty setup cells."""
+    legacy = tuple(frame.columns) == BASE_COLUMNS
+    if legacy:
+        frame = frame.assign(**{c: "" for c in SETUP_COLUMNS})
+    else:
+        _check_columns(path, list(frame.columns))
+    frame = frame[list(RESULT_COLUMNS)]
+    frame.attrs["legacy"] = legacy
+    return frame
 
 
 def _check_columns(path: Path, columns: Sequence[str]) -> None:
@@ -145,6 +166,7 @@ def _typed(path: Path, frame: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
     """Seed as int, value as float, text columns as str; bad cells name the file and line."""
     import pandas as pd
 
+    legacy = frame.attrs.get("legacy", False)
     frame = frame.copy()
     for column in TEXT_COLUMNS:
         frame[column] = frame[column].astype(str)
@@ -158,7 +180,9 @@ def _typed(path: Path, frame: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
         _bad_cell(path, frame, bad, "seed", "an integer")
     frame["value"] = value.astype("float64")
     frame["seed"] = seed.astype("int64")
-    return frame.reset_index(drop=True)
+    frame = frame.reset_index(drop=True)
+    frame.attrs["legacy"] = legacy
+    return frame
 
 
 def _bad_cell(path: Path, frame, bad, column: str, expected: str) -> None:
@@ -179,6 +203,9 @@ def _rows_frame(rows: Any) -> "pd.DataFrame":  # noqa: F821
             if not isinstance(row, Mapping):
                 raise AnobenchError(f"result row {number} is a {type(row).__name__}, not a mapping")
         frame = pd.DataFrame(rows, columns=None if rows else list(RESULT_COLUMNS))
+    for column in SETUP_COLUMNS:  # setup cells are optional (empty where they do not apply)
+        if column not in frame.columns:
+            frame[column] = ""
     columns = list(frame.columns)
     if set(columns) != set(RESULT_COLUMNS):
         unknown = [c for c in columns if c not in RESULT_COLUMNS]

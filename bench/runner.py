@@ -368,7 +368,7 @@ def run_grid(config: RunConfig, progress: bool = True, echo=click.echo) -> str:
 
 def _image_size(train: dict[str, Any]) -> int:
     """Generate at the size the detector trains at (the profile's, or ``train.set.image_size``)."""
-    from anobench.detectors.train import PROFILES
+    from anobench.detectors.profiles import PROFILES
 
     size = (train.get("set") or {}).get("image_size")
     if size is not None:

@@ -25,16 +25,20 @@ from typing import Any
 
 import numpy as np
 
+from anobench.artifacts import CREATED, RUNNING, open_artifact, read_json, resolve_stored_path
 from anobench.errors import AnobenchError
 from anobench.images import atomic_write_bytes, atomic_write_text, png_bytes, read_mask, read_rgb
 
 MANIFEST = "manifest.jsonl"
 DATASET_JSON = "dataset.json"
-# dataset.json keys that must match for a run to resume into an existing folder
+# dataset.json keys that must match for a run to resume into an existing folder (no paths: a
+# moved folder resumes; the anomaly source and checkpoint enter through their content ids)
 IDENTITY_KEYS = (
     "generator", "generator_version", "config", "dataset", "category", "seed", "image_size", "protocol",
-    "anomaly_source", "model", "checkpoint",
+    "anomaly_source_id", "model", "checkpoint_id",
 )
+# what one generation session records about itself (merged into the stored cost on resume)
+SESSION_KEYS = ("device",)
 
 
 def sample_id(index: int) -> str:
@@ -46,41 +50,65 @@ def sha256_bytes(data: bytes) -> str:
 
 
 class DatasetWriter:
-    """Writes one generated set; opening an existing folder resumes it (or refuses a mismatch)."""
+    """Writes one generated set; opening an existing folder resumes it (or refuses a mismatch).
 
-    def __init__(self, folder: str | os.PathLike, meta: dict[str, Any]) -> None:
+    The folder is locked for one writer (:mod:`anobench.artifacts`). Rows whose files are
+    missing are dropped on open, so their samples are made again; with ``verify`` every file's
+    sha256 is checked as well and damaged samples are regenerated.
+    """
+
+    def __init__(self, folder: str | os.PathLike, meta: dict[str, Any], verify: bool = False) -> None:
         self.folder = Path(folder)
-        self.meta = dict(meta)
-        self.rows: dict[int, dict[str, Any]] = {}
-        self._open()
+        self.artifact = open_artifact(self.folder, DATASET_JSON, meta, IDENTITY_KEYS, "generated set")
+        try:
+            self.meta = self.artifact.meta
+            self.session = {k: meta[k] for k in SESSION_KEYS if k in meta}
+            self.dropped: list[int] = []
+            self.rows: dict[int, dict[str, Any]] = {}
+            self._open(verify)
+        except BaseException:
+            self.close()
+            raise
 
-    def _open(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        existing = self.folder / DATASET_JSON
-        if existing.exists():
-            try:
-                old = json.loads(existing.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise AnobenchError(f"{existing}: unreadable dataset.json; move the folder away or use another --out") from None
-            diff = [k for k in IDENTITY_KEYS if old.get(k) != self.meta.get(k)]
-            if diff:
-                raise AnobenchError(
-                    f"{self.folder}: holds a set made with other settings ({', '.join(diff)} differ); "
-                    "use another --out or delete it"
-                )
-        self.rows = {int(r["index"]): r for r in _read_manifest(self.folder, repair=True)}
+    def _open(self, verify: bool) -> None:
+        rows = {int(r["index"]): r for r in _read_manifest(self.folder, repair=True)}
         for leftover in self.folder.rglob(".*.tmp"):
             leftover.unlink(missing_ok=True)
-        self.meta.setdefault("status", "running")
-        self.write_meta()
+        for index, row in sorted(rows.items()):
+            problem = sample_problem(self.folder, row, verify)
+            if problem is None:
+                self.rows[index] = row
+            else:
+                self.dropped.append(index)
+        if self.dropped:  # rewrite the manifest without them: their samples are made again
+            atomic_write_text(self.folder / MANIFEST, "".join(json.dumps(r, sort_keys=True) + "\n"
+                                                              for _, r in sorted(self.rows.items())))
 
     @property
     def done(self) -> set[int]:
         return set(self.rows)
 
     def write_meta(self, **updates: Any) -> None:
-        self.meta.update(updates)
-        atomic_write_text(self.folder / DATASET_JSON, json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
+        self.artifact.save(**updates)
+
+    def record_cost(self, peak_memory_mb: float, **updates: Any) -> None:
+        """Merge this session's cost into the record: the peak over sessions, every device used."""
+        old_peak = self.meta.get("peak_memory_mb")
+        peak = peak_memory_mb if old_peak is None else max(float(old_peak), peak_memory_mb)
+        devices = [d for d in str(self.meta.get("device") or "").split(",") if d]
+        new_device = self.session.get("device")
+        if new_device and new_device not in devices:
+            devices.append(str(new_device))
+        self.write_meta(peak_memory_mb=peak, device=",".join(devices) or None, **updates)
+
+    def close(self) -> None:
+        self.artifact.close()
+
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def add(self, index: int, image: np.ndarray, mask: np.ndarray, row: dict[str, Any],
             arrays: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
@@ -101,7 +129,21 @@ class DatasetWriter:
         with open(self.folder / MANIFEST, "a", encoding="utf-8") as handle:
             handle.write(line)  # one write of a whole line: a kill leaves at most a torn last line
         self.rows[index] = full
+        if self.artifact.status == CREATED:
+            self.write_meta(status=RUNNING)
         return full
+
+
+def sample_problem(folder: Path, row: dict[str, Any], verify: bool = False) -> str | None:
+    """Why a manifest row's sample is unusable (a file missing, or with ``verify`` its hash wrong)."""
+    for key, name in row["files"].items():
+        path = folder / name
+        if not path.is_file():
+            return f"{path}: missing"
+        expected = (row.get("sha256") or {}).get(key)
+        if verify and expected and sha256_bytes(path.read_bytes()) != expected:
+            return f"{path}: sha256 differs from the manifest"
+    return None
 
 
 def _read_manifest(folder: Path, repair: bool = False) -> list[dict[str, Any]]:
@@ -143,10 +185,7 @@ class GeneratedSet:
         meta_path = folder / DATASET_JSON
         if not meta_path.exists():
             raise AnobenchError(f"{folder}: not a generated set (no {DATASET_JSON})")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise AnobenchError(f"{meta_path}: unreadable dataset.json") from None
+        meta = read_json(meta_path, "generated-set metadata")
         rows = sorted(_read_manifest(folder), key=lambda r: int(r["index"]))
         if not rows:
             raise AnobenchError(f"{folder}: generated set is empty (no rows in {MANIFEST})")
@@ -155,6 +194,14 @@ class GeneratedSet:
                 if not (folder / row["files"][key]).exists():
                     raise AnobenchError(f"{folder / row['files'][key]}: listed in {MANIFEST} but missing")
         return cls(folder, meta, rows)
+
+    def data_root(self) -> Path:
+        """The real dataset's root the set was generated from (relative record first, then absolute)."""
+        found = resolve_stored_path(self.folder, self.meta, "data_root")
+        if found is None:
+            raise AnobenchError(f"{self.folder}: the dataset it was generated from is not at "
+                                f"{self.meta.get('data_root_abs') or self.meta.get('data_root')}; pass --data-root")
+        return found
 
     @property
     def generator(self) -> str:

@@ -117,6 +117,8 @@ class Generator(abc.ABC):
     description: ClassVar[str] = ""
     config_class: ClassVar[type]
     needs: ClassVar[GeneratorNeeds] = GeneratorNeeds()
+    # config fields that change sampling only, outside a training stage's resume identity
+    sampling_fields: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: Any | None = None) -> None:
         self.config = config if config is not None else self.config_class()

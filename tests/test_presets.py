@@ -96,13 +96,14 @@ def test_train_and_evaluate_under_the_anomalydiffusion_preset(ad_generated, demo
         *[f"--set={k}={v}" for k, v in _tiny().items()]])
     assert result.exit_code == 0, result.output
     meta = json.loads((run / "run.json").read_text())
-    assert meta["protocol_preset"] == "anomalydiffusion" and meta["profile"] is None
+    assert meta["protocol_preset"] == "anomalydiffusion" and meta["profile"] == "preset:anomalydiffusion"
     assert meta["detector"] == "draem_disc" and meta["config"]["lr"] == 1e-4 and meta["config"]["steps"] == 2
     scored = evaluate(run, heatmaps=0, progress=False)  # the preset's test set and variants, from run.json
     assert scored.protocol == "anomalydiffusion"
     df = read_results(run)
     assert set(VARIANT_METRICS) <= set(df["metric"]) and "aupro" in set(df["metric"])
     assert set(df["protocol"]) == {"anomalydiffusion"} and df["value"].between(0, 1).all()
+    assert set(df["profile"]) == {"preset:anomalydiffusion"} and set(df["leaky"]) == {"true"}
     with pytest.raises(AnobenchError, match="trained under protocol preset 'anomalydiffusion', not 'dhdiff'"):
         evaluate(run, heatmaps=0, progress=False, protocol_preset="dhdiff")
 
@@ -118,20 +119,16 @@ def test_preset_refuses_a_set_generated_under_another_split(ad_generated, demo_r
     assert result.exit_code == 2 and "not both" in result.output
 
 
-def test_smoothed_maps_are_recorded_under_their_own_names(ad_generated, demo_root, tmp_path):
+def test_smoothed_maps_are_recorded_in_the_rows(ad_generated, demo_root, tmp_path):
     from anobench.detectors.train import train_detector
-    from anobench.evaluation import evaluate, recorded_metric_name
+    from anobench.evaluation import evaluate
     from anobench.results import read_results
 
-    assert recorded_metric_name("pixel_ap", 0.0) == "pixel_ap"
-    assert recorded_metric_name("image_auroc", 4.0) == "image_auroc"
     run = tmp_path / "smooth"
     train_detector("mvtec_ad", demo_root, "disc", ad_generated[1], run, encoder_weights="none",
                    overrides=_tiny(map_sigma=2.0), progress=False)
     evaluate(run, heatmaps=0, progress=False)
-    names = set(read_results(run)["metric"])
-    assert {"pixel_auroc_sigma2", "pixel_ap_sigma2", "pixel_f1max_sigma2", "aupro_sigma2", "image_auroc"} <= names
-    assert not {"pixel_auroc", "pixel_ap", "aupro"} & names
+    assert set(read_results(run)["map_sigma"]) == {"2"}
 
 
 def test_quick_profile_scores_raw_maps():

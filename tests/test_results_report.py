@@ -345,3 +345,33 @@ def test_cli_report_bad_input_is_one_line(tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith("error: "), done.output
     if case == "columns":
         assert str(bad) in lines[0] and "unknown columns score" in lines[0]
+
+
+# ------------------------------------------------------------------------------------ setups and leaks
+
+def test_two_setups_of_one_generator_are_separate_labelled_columns_in_any_order():
+    a = [row(value=0.6, config_hash="aaaaaa111111", n_generated="60", steps="25"),
+         row("cable", value=0.5, config_hash="aaaaaa111111", n_generated="60", steps="25")]
+    b = [row(value=0.9, config_hash="bbbbbb222222", n_generated="100", steps="30"),
+         row("cable", value=0.8, config_hash="bbbbbb222222", n_generated="100", steps="30")]
+    for rows in (a + b, b + a):
+        table = markdown_rows(render_report(pd.DataFrame(rows), "markdown", layout="per-metric"))
+        header = table[0]
+        assert "draem (n_generated=100, steps=30)" in header and "draem (n_generated=60, steps=25)" in header
+        column = {name: i for i, name in enumerate(header)}
+        bottle = dict(zip(header, table[1]))
+        assert bottle["draem (n_generated=60, steps=25)"] == "60.0"
+        assert "90.0" in bottle["draem (n_generated=100, steps=30)"] and len(column) == 3
+
+
+def test_leaky_cells_are_marked_in_every_format_and_captions_carry_the_setup():
+    rows = [row(value=0.9, leaky="true", profile="quick", n_test="9", n_test_anomalous="6"),
+            row(generator="crop_paste", value=0.8, leaky="false", profile="quick", n_test="9", n_test_anomalous="6")]
+    df = pd.DataFrame(rows)
+    md = render_report(df, "markdown", layout="per-metric")
+    cells = dict(zip(markdown_rows(md)[0], markdown_rows(md)[1]))
+    assert cells["draem †"] == "**90.0**†" and cells["crop_paste"] == "80.0" and "† leaky" in md
+    assert "detector unet" in md and "profile quick" in md and "9 test images (6 anomalous)" in md
+    assert "$^\\dagger$" in render_report(df, "latex", layout="per-metric")
+    assert "draem †" in render_report(df, "csv", layout="per-metric").splitlines()[0]
+    assert "†" in render_report(df, "html", layout="per-metric")

@@ -26,6 +26,7 @@ def test_write_and_read_back(tmp_path):
     for i in range(3):
         writer.add(i, *_sample(i), {"source": f"train/good/{i}.png", "defect_type": "x", "seconds": 0.1})
     writer.write_meta(status="complete")
+    writer.close()
     gen = GeneratedSet.open(tmp_path / "set")
     assert len(gen) == 3 and gen.meta["status"] == "complete"
     image, mask = gen.load(2)
@@ -44,6 +45,7 @@ def test_resume_drops_torn_manifest_line(tmp_path):
     with open(manifest, "a") as handle:
         handle.write('{"id": "00002", "index": 2, "fi')  # killed mid-append
     (tmp_path / "set" / "images" / ".00003.png.abc.tmp").write_bytes(b"partial")
+    writer.close()
     resumed = DatasetWriter(tmp_path / "set", META)
     assert resumed.done == {0, 1}
     assert manifest.read_text().count("\n") == 2
@@ -51,9 +53,49 @@ def test_resume_drops_torn_manifest_line(tmp_path):
 
 
 def test_other_settings_are_refused(tmp_path):
-    DatasetWriter(tmp_path / "set", META)
+    with DatasetWriter(tmp_path / "set", META) as writer:
+        writer.add(0, *_sample(0), {})
     with pytest.raises(AnobenchError, match="seed differ"):
         DatasetWriter(tmp_path / "set", {**META, "seed": 1})
+
+
+def test_a_failed_start_does_not_block_the_corrected_command(tmp_path):
+    DatasetWriter(tmp_path / "set", META).close()  # e.g. the generator's setup failed next
+    with DatasetWriter(tmp_path / "set", {**META, "seed": 1}) as writer:
+        assert writer.meta["seed"] == 1 and writer.meta["status"] == "created"
+
+
+def test_one_writer_per_folder_names_the_holder(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from anobench.artifacts import FolderLock; "
+        f"held = FolderLock(__import__('pathlib').Path({str(tmp_path / 'set')!r})).acquire(); "
+        "print('locked', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(AnobenchError, match=f"in use by pid {holder.pid} on "):
+            DatasetWriter(tmp_path / "set", META)
+    finally:
+        holder.kill()
+        holder.wait()
+    with DatasetWriter(tmp_path / "set", META) as writer:  # the kernel dropped the dead holder's lock
+        assert writer.done == set() and os.getpid() > 0
+
+
+def test_resume_remakes_missing_and_with_verify_damaged_samples(tmp_path):
+    with DatasetWriter(tmp_path / "set", META) as writer:
+        for i in range(3):
+            writer.add(i, *_sample(i), {})
+    (tmp_path / "set" / "images" / "00000.png").unlink()
+    (tmp_path / "set" / "masks" / "00002.png").write_bytes(b"garbage")
+    with DatasetWriter(tmp_path / "set", META) as writer:
+        assert writer.done == {1, 2} and writer.dropped == [0]  # missing: always remade
+    with DatasetWriter(tmp_path / "set", META, verify=True) as writer:
+        assert writer.done == {1} and writer.dropped == [2]  # damaged: remade under --verify
+    assert [json.loads(line)["index"] for line in (tmp_path / "set" / "manifest.jsonl").read_text().splitlines()] == [1]
 
 
 def test_broken_and_empty_sets_are_named(tmp_path):
@@ -64,6 +106,7 @@ def test_broken_and_empty_sets_are_named(tmp_path):
         GeneratedSet.open(tmp_path / "set")
     writer.add(0, *_sample(0), {})
     writer.add(1, *_sample(1), {})
+    writer.close()
     manifest = tmp_path / "set" / "manifest.jsonl"
     lines = manifest.read_text().splitlines()
     manifest.write_text("garbage\n" + lines[1] + "\n")

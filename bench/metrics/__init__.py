@@ -4,11 +4,9 @@ from anobench.metrics.generation import (  # noqa: E402,F401
     IC_LPIPS_VARIANTS,
     ICLPIPSConfig,
     fid,
-    generation_quality_table,
     ic_lpips,
     inception_score,
     kid,
     mask_consistency,
-    score_generated_set,
 )
 from anobench.metrics.detection import DETECTION_METRICS, aupro, detection_metrics, ranking_metrics  # noqa: F401

@@ -44,7 +44,7 @@ from anobench.generators.base import (
     SampleRequest,
     register_generator,
 )
-from anobench.generators.dhdiff.config import ABLATIONS, DHDiffConfig
+from anobench.generators.dhdiff.config import ABLATIONS, SAMPLING_FIELDS, DHDiffConfig
 
 __all__ = ["ABLATIONS", "DHDiffConfig", "DHDiffGenerator"]
 
@@ -58,6 +58,7 @@ class DHDiffGenerator(Generator):
     config_class = DHDiffConfig
     needs = GeneratorNeeds(normal_images=True, reference_anomalies=True, pretrained_weights=False,
                            training_stage=True)
+    sampling_fields = SAMPLING_FIELDS
 
     def setup(self, context: GenerationContext) -> None:
         super().setup(context)

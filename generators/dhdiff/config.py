@@ -136,3 +136,12 @@ class DHDiffConfig:
             raise AnobenchError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.max_attempts < 1:
             raise AnobenchError(f"max_attempts must be >= 1, got {self.max_attempts}")
+
+
+# config fields that change sampling or bookkeeping only, not the trained weights: outside the
+# training stage's resume identity (anobench.generator_training)
+SAMPLING_FIELDS = frozenset({
+    "num_inference_steps", "eta", "guidance_scale", "defect_type", "cells", "cell_transform", "control_mask",
+    "guidance", "composite", "feather", "mask_threshold", "min_mask_pixels", "max_attempts",
+    "steps", "checkpoint_every", "threads",
+})

@@ -280,10 +280,7 @@ def fit(config: DHDiffConfig, context: GenerationContext, out_dir: Path, steps: 
     steps = int(steps if steps is not None else config.steps)
     if steps < 1:
         raise AnobenchError(f"--steps must be at least 1, got {steps}")
-    out_dir = Path(out_dir)
-    resuming = (out_dir / STATE_FILE).exists()
-    if resuming:
-        _check_resume(out_dir, config, context, seed, split)
+    out_dir = Path(out_dir)  # resume identity (category, seed, split, config): anobench.generator_training
     defect_types = sorted(set(context.defect_types) | {r.defect_type for r in context.references})
     bundle = build_bundle(config, context.category, defect_types, model=context.model, seed=seed)
     data = training_set_from_context(context, bundle.resolution, config.grid_size, bundle.latent_unit)
@@ -297,34 +294,3 @@ def fit(config: DHDiffConfig, context: GenerationContext, out_dir: Path, steps: 
     })
     return train(bundle.to(context.device), data, out_dir, steps, seed=seed, device=context.device,
                  progress=progress, log=log)
-
-
-def _check_resume(out_dir: Path, config: DHDiffConfig, context: GenerationContext, seed: int,
-                  split: str | None) -> None:
-    """Refuse to resume a checkpoint folder made for another category, seed or architecture."""
-    from anobench.config import config_to_dict
-    from anobench.generators.dhdiff.checkpoint import read_meta
-
-    try:
-        meta = read_meta(out_dir)
-    except AnobenchError:
-        return  # killed before the first description was written: the state file alone resumes
-    if meta.get("category") != context.category:
-        raise AnobenchError(
-            f"{out_dir}: holds a dhdiff checkpoint for {meta.get('category')!r}, not {context.category!r}")
-    if meta.get("seed") != seed:
-        raise AnobenchError(f"{out_dir}: was trained with --seed {meta.get('seed')}; resume with the same seed")
-    if meta.get("split") != split:
-        raise AnobenchError(f"{out_dir}: was trained with --split {meta.get('split')}; resume with the same split")
-    ignore = {"steps", "checkpoint_every", "threads"} | _SAMPLING_FIELDS
-    old, new = meta.get("config", {}), config_to_dict(config)
-    changed = sorted(k for k in new if k not in ignore and old.get(k) != new[k])
-    if changed:
-        raise AnobenchError(f"{out_dir}: config differs from the run being resumed ({', '.join(changed)}); "
-                            "use a new --out folder")
-
-
-_SAMPLING_FIELDS = {
-    "num_inference_steps", "eta", "guidance_scale", "defect_type", "cells", "cell_transform", "control_mask",
-    "guidance", "composite", "feather", "mask_threshold", "min_mask_pixels", "max_attempts",
-}

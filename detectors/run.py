@@ -1,0 +1,75 @@
+"""A detector run's folder as later stages read it: file names, checkpoints, the finished run.
+
+``RUN`` holds ``run.json`` (what was trained on, config, status, chosen checkpoint), ``last.pt``
+(resume state), ``best.pt`` (the weights chosen on synthetic validation), ``loss.csv`` and
+``val.csv``. Evaluation reads a run through :class:`TrainedRun` and never imports the trainer.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from anobench.config import config_from_dict
+from anobench.detectors.base import Detector, build_detector
+from anobench.detectors.profiles import TrainConfig
+from anobench.errors import AnobenchError
+from anobench.images import atomic_write_bytes
+
+RUN_JSON = "run.json"
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+LOSS_LOG = "loss.csv"
+VAL_LOG = "val.csv"
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise AnobenchError(f"{path}: checkpoint not found") from None
+    except Exception as exc:  # noqa: BLE001 - a torn or foreign file, whatever torch raises
+        raise AnobenchError(f"{path}: unreadable checkpoint ({exc.__class__.__name__})") from None
+
+
+@dataclass
+class TrainedRun:
+    """A finished run as the evaluator reads it."""
+
+    folder: Path
+    meta: dict[str, Any]
+    config: TrainConfig
+
+    @classmethod
+    def open(cls, folder: str | Path) -> "TrainedRun":
+        folder = Path(folder)
+        path = folder / RUN_JSON
+        if not path.exists():
+            raise AnobenchError(f"{folder}: not a detector run (no {RUN_JSON}); train one with `anobench train-detector`")
+        try:
+            meta = json.loads(path.read_text())
+            config = config_from_dict(TrainConfig, meta["config"])
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+            raise AnobenchError(f"{path}: unreadable run.json") from None
+        if meta.get("status") != "trained" or not (folder / BEST_CHECKPOINT).exists():
+            raise AnobenchError(f"{folder}: training has not finished; re-run the same train-detector command to resume")
+        return cls(folder, meta, config)
+
+    def load_model(self) -> Detector:
+        """The selected checkpoint's detector (encoder weights come from the checkpoint)."""
+        weights = "none"
+        model = build_detector(self.config.detector, self.config.encoder, weights)
+        state = load_checkpoint(self.folder / BEST_CHECKPOINT)
+        model.load_state_dict(state["model"])
+        return model.eval()
