@@ -222,7 +222,7 @@ def report(results, fmt, metrics, layout, generated, images, out, published) -> 
 @click.option("--protocol-preset", type=click.Choice(PROTOCOL_PRESETS),
               help="A paper's detector protocol instead of --profile (see `anobench presets`).")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--detector", type=click.Choice(["unet", "draem_disc"]), help="Default: unet.")
+@click.option("--detector", help="A registered detector (built-in: unet, draem_disc; plug-ins: entry-point group anobench.detectors). Default: unet.")
 @click.option("--encoder", help="smp encoder of the U-Net (default: tu-tf_efficientnet_lite0).")
 @click.option("--encoder-weights", type=click.Choice(["imagenet", "none"]), help="Default: imagenet for unet.")
 @click.option("--threads", default=0, type=click.IntRange(min=0), help="torch CPU threads (0: torch's default).")

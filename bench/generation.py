@@ -43,13 +43,16 @@ class GenerationSummary:
     total: int
     seconds: float
     repaired: int = 0  # samples found missing or damaged and made again
+    dropped: int = 0  # test images left out of the split as duplicates of a reference
 
     def line(self) -> str:
         rate = self.generated / self.seconds if self.seconds > 0 else float("nan")
         repaired = f", {self.repaired} missing or damaged remade" if self.repaired else ""
+        dropped = (f"; {self.dropped} test image(s) duplicating a reference dropped from the split "
+                   "(listed in dataset.json)") if self.dropped else ""
         return (
             f"{self.folder}: {self.total} images ({self.generated} new{repaired}) in {self.seconds:.1f} s, "
-            f"{rate:.2f} images/s"
+            f"{rate:.2f} images/s{dropped}"
         )
 
 
@@ -168,6 +171,8 @@ def generate_dataset(
         raise AnobenchError(f"--num must be at least 1, got {num}")
     if batch_size < 1:
         raise AnobenchError(f"--batch-size must be at least 1, got {batch_size}")
+    if seed < 0:
+        raise AnobenchError(f"--seed must be a non-negative integer, got {seed}")
     gen = build_generator(generator, overrides)
     data, protocol, context = prepare_context(gen, dataset, data_root, category, split, image_size,
                                               anomaly_source, model, checkpoint, device, drop_duplicates)
@@ -208,7 +213,8 @@ def generate_dataset(
                                seconds_per_sample=round(total_seconds / max(len(writer.done), 1), 4))
         elif writer.meta.get("status") != status or writer.meta.get("num") != len(writer.done):
             writer.write_meta(status=status, num=len(writer.done))
-        return GenerationSummary(folder, len(todo), len(writer.done), elapsed, len(writer.dropped))
+        return GenerationSummary(folder, len(todo), len(writer.done), elapsed, len(writer.dropped),
+                                 len(split_record["dropped"]))
 
 
 def _generate(gen: Generator, context: GenerationContext, data: CategoryData, writer: DatasetWriter,
@@ -256,7 +262,8 @@ def check_checkpoint_split(checkpoint: str | Path, split_record: dict) -> str:
         leaked = sorted(set(trained.get("references") or []) & set(split_record.get("test") or []))
         raise AnobenchError(
             f"{checkpoint}: trained with split {trained.get('name')!r}, this generation uses "
-            f"{split_record.get('name')!r} ({differs} differ; {len(leaked)} of its "
+            f"{split_record.get('name')!r} (the {'rule' if differs == 'name' else differs + ' list'} differs; "
+            f"{len(leaked)} of its "
             f"{len(trained.get('references') or [])} training anomalies are test images here); "
             f"pass --split {trained.get('name')}"
         )

@@ -290,6 +290,19 @@ def _evaluated(run_dir: Path, protocol: str) -> bool:
         return False
 
 
+def _check_sample_count(run_dir: Path, num: int) -> None:
+    """A cell's run was trained on a frozen number of samples; a grid asking for another is refused."""
+    import json
+
+    try:
+        trained_on = json.loads((run_dir / "run.json").read_text()).get("generated_samples")
+    except (OSError, ValueError, AttributeError):
+        return
+    if trained_on is not None and int(trained_on) != int(num):
+        raise AnobenchError(f"{run_dir}: trained on {trained_on} generated samples, the config asks for {num}; "
+                            "use another out folder (results of both would otherwise be confused)")
+
+
 def _trained(run_dir: Path) -> bool:
     import json
 
@@ -324,6 +337,7 @@ def run_grid(config: RunConfig, progress: bool = True, echo=click.echo) -> str:
         run_dir = config.run_dir(name, category, seed)
         tag = f"[{number}/{len(cells)}] {name}/{category}/seed{seed}"
         wanted = [ALL_TEST_IMAGES if t == ALL_TEST_IMAGES else config.protocol for t in config.test_sets]
+        _check_sample_count(run_dir, spec.num)
         if _trained(run_dir) and all(_evaluated(run_dir, p) for p in wanted):
             echo(f"{tag}: done, skipped")
             continue

@@ -8,13 +8,17 @@ ignores isolated hot pixels that a plain maximum would pick up.
 
 from __future__ import annotations
 
-from typing import Callable
+import functools
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from anobench.errors import AnobenchError
+from anobench.plugins import check_declared_name, load_entry_points
 
 IMAGE_SCORE_KERNEL = 21
 
@@ -55,32 +59,71 @@ def smooth_maps(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     return gaussian_blur(maps, [kernel, kernel], [sigma, sigma])
 
 
-_BUILDERS: dict[str, Callable[..., Detector]] = {}
+ENTRY_POINT_GROUP = "anobench.detectors"
+BUILTIN_MODULES = ("anobench.detectors.unet", "anobench.detectors.draem_disc")
 
 
-def register_detector(name: str) -> Callable:
-    """Decorator for a builder ``fn(encoder, encoder_weights) -> Detector``."""
+@dataclass(frozen=True)
+class DetectorSpec:
+    """A registered detector: its builder ``fn(encoder, encoder_weights) -> Detector`` and defaults."""
+
+    name: str
+    build: Callable[..., Detector]
+    default_weights: str = "none"  # encoder weights when --encoder-weights is not given
+    default_encoder: str | None = None
+
+
+_REGISTRY: dict[str, DetectorSpec] = {}
+
+
+def register_detector(name: str, default_weights: str = "none", default_encoder: str | None = None) -> Callable:
+    """Decorator for a builder ``fn(encoder, encoder_weights) -> Detector``, or a Detector class."""
+    if not name or not isinstance(name, str):
+        raise AnobenchError(f"a detector needs a name to register, got {name!r}")
 
     def wrap(fn: Callable[..., Detector]) -> Callable[..., Detector]:
-        _BUILDERS[name] = fn
+        existing = _REGISTRY.get(name)
+        if existing is not None and existing.build is not fn:
+            raise AnobenchError(f"detector name {name!r} is taken by {existing.build.__module__}")
+        _REGISTRY[name] = DetectorSpec(name, fn, default_weights, default_encoder)
         return fn
 
     return wrap
 
 
+@functools.cache
+def _load_all() -> None:
+    """Built-in detectors, then plug-ins of the entry-point group, each under its entry-point name."""
+    load_entry_points(ENTRY_POINT_GROUP, "detector", _REGISTRY, register_plugin, entry_points, BUILTIN_MODULES)
+
+
+def register_plugin(name: str, obj: Any, where: str) -> None:
+    """Register an entry point's object: a builder function, or a Detector class with a ``name``."""
+    if isinstance(obj, type) and issubclass(obj, Detector):
+        check_declared_name("detector", name, obj, Detector, where)
+        cls = obj
+        register_detector(name, getattr(cls, "default_weights", "none"))(
+            lambda encoder=None, encoder_weights="none": cls(encoder=encoder, encoder_weights=encoder_weights))
+    elif callable(obj):
+        register_detector(name)(obj)
+    else:
+        raise AnobenchError(f"detector plug-in {name!r} ({where}) is neither a Detector class nor a builder")
+
+
+def detector_spec(name: str) -> DetectorSpec:
+    _load_all()
+    if name not in _REGISTRY:
+        raise AnobenchError(f"unknown detector {name!r} (available: {', '.join(sorted(_REGISTRY))})")
+    return _REGISTRY[name]
+
+
 def available_detectors() -> list[str]:
-    _load_builtin()
-    return sorted(_BUILDERS)
+    """Every registered detector name, built-in and plug-in: the one source of detector names."""
+    _load_all()
+    return sorted(_REGISTRY)
 
 
-def build_detector(name: str, encoder: str | None = None, encoder_weights: str = "imagenet") -> Detector:
-    """A detector by name (``unet`` or ``draem_disc``), with its encoder weights resolved offline."""
-    _load_builtin()
-    if name not in _BUILDERS:
-        raise AnobenchError(f"unknown detector {name!r} (available: {', '.join(sorted(_BUILDERS))})")
-    return _BUILDERS[name](encoder=encoder, encoder_weights=encoder_weights)
-
-
-def _load_builtin() -> None:
-    import anobench.detectors.draem_disc  # noqa: F401
-    import anobench.detectors.unet  # noqa: F401
+def build_detector(name: str, encoder: str | None = None, encoder_weights: str | None = "imagenet") -> Detector:
+    """A detector by registered name, with its encoder weights resolved offline."""
+    spec = detector_spec(name)
+    return spec.build(encoder=encoder, encoder_weights=encoder_weights or spec.default_weights)

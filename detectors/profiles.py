@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 from anobench.config import apply_overrides
 from anobench.errors import AnobenchError
 
-DEFAULT_ENCODER_WEIGHTS = {"unet": "imagenet", "draem_disc": "none"}
 
 
 @dataclass
 class TrainConfig:
     """Detector training settings. ``profile`` presets live in :data:`PROFILES`."""
 
-    detector: Literal["unet", "draem_disc"] = "unet"
+    detector: str = "unet"  # a registered detector (anobench.detectors.base.available_detectors)
     encoder: Optional[str] = None  # smp encoder name; None: the detector's default
     encoder_weights: Optional[str] = None  # imagenet | none; None: the detector's default
     image_size: int = 256
@@ -48,18 +47,22 @@ class TrainConfig:
             (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
             (self.val_every >= 1 and self.checkpoint_every >= 1, "val_every and checkpoint_every must be >= 1"),
         ]
+        from anobench.detectors.base import available_detectors
+
+        if self.detector not in available_detectors():
+            raise AnobenchError(f"train config: unknown detector {self.detector!r} "
+                                f"(available: {', '.join(available_detectors())})")
         for ok, message in checks:
             if not ok:
                 raise AnobenchError(f"train config: {message}")
 
     def resolved(self) -> "TrainConfig":
         """The config with detector defaults filled in (what run.json records)."""
-        weights = self.encoder_weights or DEFAULT_ENCODER_WEIGHTS[self.detector]
-        encoder = self.encoder
-        if encoder is None and self.detector == "unet":
-            from anobench.detectors.unet import DEFAULT_ENCODER
+        from anobench.detectors.base import detector_spec
 
-            encoder = DEFAULT_ENCODER
+        spec = detector_spec(self.detector)
+        weights = self.encoder_weights or spec.default_weights
+        encoder = self.encoder if self.encoder is not None else spec.default_encoder
         return dataclasses.replace(self, encoder=encoder, encoder_weights=weights)
 
 

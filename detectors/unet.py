@@ -105,6 +105,6 @@ class UNetDetector(Detector):
         return self.net((images - self.mean) / self.std)
 
 
-@register_detector("unet")
+@register_detector("unet", default_weights="imagenet", default_encoder=DEFAULT_ENCODER)
 def build_unet(encoder: str | None = None, encoder_weights: str = "imagenet") -> UNetDetector:
     return UNetDetector(encoder or DEFAULT_ENCODER, encoder_weights)

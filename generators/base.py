@@ -12,10 +12,9 @@ group ``anobench.generators`` (an entry point names the class)::
 
 from __future__ import annotations
 
+import functools
 import abc
 import dataclasses
-import importlib
-import warnings
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from anobench.errors import AnobenchError
+from anobench.plugins import check_declared_name, load_entry_points
 
 ENTRY_POINT_GROUP = "anobench.generators"
 BUILTIN_MODULES = (
@@ -82,6 +82,7 @@ class GenerationContext:
     model: str | None = None
     checkpoint: Path | None = None
     device: str = "cpu"
+    data_root: Path | None = None  # the dataset root the normal paths live under (dummy contexts, tests)
 
 
 @dataclass
@@ -119,6 +120,31 @@ class Generator(abc.ABC):
     needs: ClassVar[GeneratorNeeds] = GeneratorNeeds()
     # config fields that change sampling only, outside a training stage's resume identity
     sampling_fields: ClassVar[frozenset[str]] = frozenset()
+    # True: the output is the source image edited inside the mask only (pixels outside stay equal)
+    edits_source: ClassVar[bool] = True
+    # --set overrides that make the dummy context fast (tiny steps); used by tests and benchmarks
+    dummy_overrides: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def dummy_context(cls, folder: Path, size: int = 64, category: str = "disc") -> GenerationContext:
+        """A small real-layout context to exercise the generator on: procedural MVTec-layout data
+        (``anobench.demo``) written under ``folder``, with the references the generator needs.
+
+        Generators that need pretrained weights or a trained checkpoint override this to build
+        tiny random ones, so the shared behavioural test runs them without downloads.
+        """
+        from anobench.datasets import load_category
+        from anobench.demo import make_demo_dataset
+        from anobench.generation import load_references
+        from anobench.protocol import split_category
+
+        root = Path(folder) / "data"
+        if not (root / category).is_dir():
+            make_demo_dataset(root, seed=0, size=size, n_train=4, n_test_good=2, n_per_defect=3)
+        data = load_category("mvtec_ad", root, category)
+        references = load_references(data, split_category(data), size) if cls.needs.reference_anomalies else []
+        return GenerationContext("mvtec_ad", category, size, [s.path for s in data.train], references,
+                                 data.defect_types, data_root=root)
 
     def __init__(self, config: Any | None = None) -> None:
         self.config = config if config is not None else self.config_class()
@@ -137,7 +163,6 @@ class Generator(abc.ABC):
 
 
 _REGISTRY: dict[str, type[Generator]] = {}
-_LOADED = False
 
 
 def register_generator(cls: type[Generator]) -> type[Generator]:
@@ -153,20 +178,21 @@ def register_generator(cls: type[Generator]) -> type[Generator]:
     return cls
 
 
+@functools.cache
 def _load_all() -> None:
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            cls = ep.load()
-            if ep.name not in _REGISTRY:
-                register_generator(cls)
-        except Exception as exc:  # a broken plug-in must not break the benchmark
-            warnings.warn(f"generator plug-in {ep.name!r} ({ep.value}) failed to load: {exc}", stacklevel=2)
+    """Built-ins, then plug-ins of the entry-point group, once per process."""
+    load_entry_points(ENTRY_POINT_GROUP, "generator", _REGISTRY, register_plugin, entry_points, BUILTIN_MODULES)
+
+
+def register_plugin(name: str, cls: Any, where: str) -> None:
+    """Register an entry point's class under the entry point's name; a class without a name is an error."""
+    if not (isinstance(cls, type) and issubclass(cls, Generator)):
+        raise AnobenchError(f"generator plug-in {name!r} ({where}) is not a Generator subclass")
+    check_declared_name("generator", name, cls, Generator, where)
+    try:
+        register_generator(cls)
+    except (TypeError, ValueError) as exc:
+        raise AnobenchError(f"generator plug-in {name!r} ({where}): {exc}") from None
 
 
 def available_generators() -> dict[str, type[Generator]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -194,3 +195,47 @@ def test_real_bottle_masks_align_with_changes(shared_data, tmp_path):
             source = np.asarray(Image.open(shared_data / "mvtec_ad" / "bottle" / row["source"]).convert("RGB").resize((256, 256), Image.BILINEAR))
             changed = (image != source).any(axis=2)
             assert mask.any() and not (changed & ~mask).any()
+
+
+def test_datasets_check_lists_duplicate_pixels(demo_root, tmp_path):
+    root = tmp_path / "d"
+    shutil.copytree(demo_root / "disc", root / "disc")
+    Image.open(root / "disc" / "train" / "good" / "000.png").save(root / "disc" / "train" / "good" / "900.png",
+                                                                 compress_level=0)
+    result = run("datasets", "check", root, "--category", "disc")
+    assert "duplicate pixels: train/good/000.png = train/good/900.png" in result.stdout, result.stdout
+
+
+def test_score_generation_takes_the_folder_alone(demo_root, tmp_path):
+    from anobench.generation import generate_dataset
+
+    folder = generate_dataset("draem", "mvtec_ad", demo_root, "disc", 3, tmp_path, image_size=64,
+                              progress=False).folder
+    result = run("score-generation", folder, "--metrics", "mask_stats,cost", "-q")
+    assert result.returncode == 0, result.stderr
+    assert "for draem/disc appended to" in result.stdout
+
+
+def test_a_failed_generate_start_does_not_block_the_corrected_command(demo_root, tmp_path):
+    bad = run(*gen_args(demo_root, tmp_path / "out", "--seed", "-1"))
+    assert bad.returncode == 2 and "--seed must be a non-negative integer" in bad.stderr
+    bad = run(*gen_args(demo_root, tmp_path / "out", "--model", "/no/such/weights", "--set", "num_augmenters=99"))
+    assert bad.returncode == 2
+    good = run(*gen_args(demo_root, tmp_path / "out"))
+    assert good.returncode == 0, good.stderr
+
+
+def test_generate_refuses_a_duplicate_across_the_split_and_drops_it_on_request(demo_root, tmp_path):
+    root = tmp_path / "d"
+    shutil.copytree(demo_root / "disc", root / "disc")
+    holes = root / "disc" / "test" / "hole"
+    Image.open(holes / "000.png").save(holes / "002.png", compress_level=0)  # the reference's pixels, other bytes
+    bad = run(*gen_args(root, tmp_path / "out"))
+    assert bad.returncode == 2 and "same pixels as reference test/hole/000.png" in bad.stderr
+    assert "--drop-duplicates" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    good = run(*gen_args(root, tmp_path / "out", "--drop-duplicates"))
+    assert good.returncode == 0, good.stderr
+    assert "1 test image(s) duplicating a reference dropped" in good.stdout
+    meta = json.loads((tmp_path / "out" / "draem" / "disc" / "dataset.json").read_text())
+    assert meta["protocol"]["dropped"] == [{"test": "test/hole/002.png", "duplicate_of": "test/hole/000.png"}]
+    assert "test/hole/002.png" not in meta["protocol"]["test"]

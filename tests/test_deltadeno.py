@@ -450,3 +450,16 @@ def test_one_step_of_the_sd15_architecture_at_256px():
     assert out.images.shape == (1, 256, 256, 3) and np.isfinite(out.images).all()
     assert out.masks.shape == (1, 256, 256) and 0 < out.masks.mean() < 1
     assert pipe.num_cross_attention_layers == 16
+
+
+def test_the_tiny_tokenizer_for_bare_clones_is_a_clip_tokenizer():
+    """Without ../shared the tests build this one (ANOBENCH_TINY_TOKENIZER=1 forces it)."""
+    from transformers import CLIPTokenizer
+    from tiny_sd import tiny_clip_tokenizer
+
+    tokenizer = tiny_clip_tokenizer()
+    assert isinstance(tokenizer, CLIPTokenizer) and tokenizer.model_max_length == 77
+    assert tokenizer.tokenize("a photo of a bottle with broken large") == [
+        "a</w>", "photo</w>", "of</w>", "a</w>", "bottle</w>", "with</w>", "broken</w>", "large</w>"]
+    ids = tokenizer("a photo of a zzq", padding="max_length", max_length=77)["input_ids"]
+    assert ids[0] == tokenizer.bos_token_id and len(ids) == 77 and tokenizer.eos_token_id in ids

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from click.testing import CliRunner
 
 from anobench.cli import cli
@@ -39,8 +38,12 @@ def test_image_score_is_max_of_21x21_mean():
     # the pooled maximum is never above the plain maximum
     rand = torch.rand(4, 1, 32, 32)
     assert torch.all(draem_image_scores(rand) <= rand.flatten(1).amax(1) + 1e-7)
-    manual = F.avg_pool2d(rand, 21, 1, 10, count_include_pad=True).flatten(1).amax(1)
-    assert torch.allclose(draem_image_scores(rand[:, 0]), manual)
+    # reference: scipy's 21x21 mean filter with zero padding (DRAEM pools with count_include_pad)
+    from scipy.ndimage import uniform_filter
+
+    reference = [uniform_filter(m.numpy().astype(np.float64), size=21, mode="constant", cval=0.0).max()
+                 for m in rand[:, 0]]
+    np.testing.assert_allclose(draem_image_scores(rand[:, 0]).numpy(), reference, rtol=1e-5)
 
 
 # ----------------------------------------------------------------------------- models
@@ -143,9 +146,12 @@ def test_training_writes_run_logs_and_selects_on_synthetic_validation(full_run):
     assert losses[0] == "step,loss,lr,seconds" and len(losses) == 5
     vals = (folder / "val.csv").read_text().splitlines()
     assert [v.split(",")[0] for v in vals[1:]] == ["2", "4"]
-    assert summary.best_step in (2, 4)
+    # the chosen checkpoint is the argmax of the validation score (first of ties)
+    scores = [(int(v.split(",")[0]), float(v.split(",")[3])) for v in vals[1:]]
+    best_step = max(scores, key=lambda item: (item[1], -item[0]))[0]
+    assert summary.best_step == best_step == run["best"]["step"]
     best = torch.load(folder / "best.pt", weights_only=False)
-    assert best["step"] == summary.best_step
+    assert best["step"] == best_step and best["score"] == pytest.approx(dict(scores)[best_step], rel=1e-5)
 
 
 def test_resume_continues_the_same_run(demo_root, generated, full_run, tmp_path):
@@ -285,3 +291,49 @@ def test_a_failed_start_leaves_nothing_that_blocks_the_corrected_command(generat
     assert code == 2 and "no-such-encoder" in out
     code, out = _cli(*base, "--encoder-weights", "none")
     assert code == 0, out
+
+
+# ----------------------------------------------------------------------------- the registry
+
+
+def test_the_registry_is_the_one_source_of_detector_names(monkeypatch, generated, tmp_path):
+    """A plug-in from the entry-point group is registered under its entry-point name and trains."""
+    from importlib.metadata import EntryPoint
+
+    import anobench.detectors.base as base
+    from anobench.detectors.base import Detector, available_detectors
+
+    class Tiny(Detector):
+        name = "tiny_plugin"
+
+        def __init__(self, encoder=None, encoder_weights="none"):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 1, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    class Nameless(Detector):
+        def forward(self, x):
+            return x[:, :1]
+
+    module = type(sys)("_anobench_test_plugins")
+    module.Tiny, module.Nameless = Tiny, Nameless
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    eps = [EntryPoint("tiny_plugin", "_anobench_test_plugins:Tiny", base.ENTRY_POINT_GROUP)]
+    builtin = dict(base._REGISTRY) if available_detectors() else {}
+    monkeypatch.setattr(base, "entry_points", lambda group: eps if group == base.ENTRY_POINT_GROUP else [])
+    base._load_all.cache_clear()
+    monkeypatch.setattr(base, "_REGISTRY", dict(builtin))
+    assert available_detectors() == ["draem_disc", "tiny_plugin", "unet"]
+    code, out = _cli("train-detector", "--generated", generated, "--out", tmp_path / "run", "--detector",
+                     "tiny_plugin", "-q", *[f"--set={k}={v}" for k, v in TINY.items()])
+    assert code == 0, out
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["detector"] == "tiny_plugin"
+    code, out = _cli("train-detector", "--generated", generated, "--out", tmp_path / "r2", "--detector", "nosuch")
+    assert code == 2 and "unknown detector 'nosuch' (available: draem_disc, tiny_plugin, unet)" in out
+    eps[:] = [EntryPoint("nameless", "_anobench_test_plugins:Nameless", base.ENTRY_POINT_GROUP)]
+    base._load_all.cache_clear()
+    monkeypatch.setattr(base, "_REGISTRY", dict(builtin))
+    with pytest.raises(AnobenchError, match="class .*Nameless has no name; set name = 'nameless'"):
+        available_detectors()

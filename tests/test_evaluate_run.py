@@ -181,3 +181,12 @@ def test_finished_generate_keeps_its_recorded_cost(demo_root, tmp_path):
                                device="cpu", progress=False)
     again = json.loads(path.read_text())
     assert summary.generated == 0 and again["peak_memory_mb"] == 123456.0 and again["device"] == "cuda:0"
+
+
+def test_a_grid_asking_for_another_sample_count_is_refused(tmp_path):
+    from anobench.runner import _check_sample_count
+
+    (tmp_path / "run.json").write_text(json.dumps({"generated_samples": 60, "status": "trained"}))
+    _check_sample_count(tmp_path, 60)
+    with pytest.raises(AnobenchError, match="trained on 60 generated samples, the config asks for 100"):
+        _check_sample_count(tmp_path, 100)

@@ -262,7 +262,12 @@ def test_score_generated_set_rows_and_table(generated_set, demo_root, tmp_path):
     assert 0.5 < v["mask_change_inside"] <= 1.0 and 0 < v["mask_changed"] <= 1.0
     assert 0 < v["mask_area"] < 1 and v["mask_components"] >= 1 and v["mask_components_real"] >= 1
     assert v["seconds_per_sample"] > 0 and v["peak_memory_mb"] > 0 and scores.device == "cpu"
-    assert "is" in scores.unavailable or "is" in v
+    from anobench.weights import weights_available
+
+    if weights_available("inception-v3-imagenet")[0]:
+        assert v["is"] >= 1.0 and "is" not in scores.unavailable  # IS is at least 1 by definition
+    else:
+        assert "is" not in v and "no ImageNet Inception classifier offline" in scores.unavailable["is"]
     rows = scores.rows()
     assert {r["detector"] for r in rows} == {"-"} and {r["generator"] for r in rows} == {"crop_paste"}
     assert {r["protocol"] for r in rows} == {"thirds"} and any(r["metric"] == "device=cpu" for r in rows)
@@ -285,12 +290,15 @@ def test_generation_quality_table_averages_seeds_and_ignores_detection_rows():
         {**base, "generator": "g", "seed": 0, "metric": "kid", "value": 0.1},
         {**base, "generator": "g", "seed": 1, "metric": "kid", "value": 0.3},
         {**base, "generator": "g", "seed": 0, "metric": "is", "value": float("nan")},
+        {**base, "generator": "g", "seed": 1, "metric": "is", "value": 2.5},
+        {**base, "generator": "g", "seed": 0, "metric": "fid", "value": float("nan")},
         {**base, "generator": "g", "detector": "unet", "seed": 0, "metric": "image_auroc", "value": 0.9},
     ]
     table = generation_quality_table(pd.DataFrame(rows))
-    assert list(table.columns) == ["is", "kid"] and table.loc["g", "kid"] == pytest.approx(0.2)
-    assert math.isnan(table.loc["g", "is"])
-    assert generation_quality_table(pd.DataFrame(rows[3:])).empty
+    assert list(table.columns) == ["is", "kid", "fid"] and table.loc["g", "kid"] == pytest.approx(0.2)
+    assert table.loc["g", "is"] == pytest.approx(2.5)  # a seed without a value does not count
+    assert math.isnan(table.loc["g", "fid"])  # no seed has one: missing, not zero
+    assert generation_quality_table(pd.DataFrame(rows[-1:])).empty
 
 
 def test_mask_consistency_needs_a_source(generated_set, demo_root, tmp_path):

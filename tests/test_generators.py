@@ -70,31 +70,41 @@ def test_draem_perlin_matches_anomalib_noise():
     np.testing.assert_allclose(ours, reference, atol=1e-5)
 
 
-def test_draem_blend_follows_variant(demo_root):
-    data, context = _context(demo_root)
-    gen = build_generator("draem", {"beta_range": "0.5,0.5"})
+def _solid_texture_draem(demo_root, tmp_path, monkeypatch, overrides):
+    """DRAEM on a one-colour texture folder with the photometric augmenters switched off."""
+    from PIL import Image
+
+    import anobench.generators.draem as draem
+
+    texture_dir = tmp_path / "tex"
+    texture_dir.mkdir(exist_ok=True)
+    Image.fromarray(np.full((32, 32, 3), (255, 0, 0), np.uint8)).save(texture_dir / "red.png")
+    monkeypatch.setattr(draem, "augment_texture", lambda texture, rng, count=3: texture)
+    data, context = _context(demo_root, source=texture_dir)
+    gen = build_generator("draem", overrides)
     gen.setup(context)
-    source = data.train[0].image(64)
+    return data.train[0].image(64), gen
+
+
+@pytest.mark.parametrize("variant,texture_weight", [("draem", 0.7), ("anomalib", 0.3)])
+def test_draem_blend_follows_variant(demo_root, tmp_path, monkeypatch, variant, texture_weight):
+    """beta = 0.3: DRAEM weights the image by beta, anomalib weights the texture by beta."""
+    source, gen = _solid_texture_draem(demo_root, tmp_path, monkeypatch, {"beta_range": "0.3,0.3", "variant": variant})
     image, mask, beta = gen.synthesize(source, np.random.default_rng(0))
-    assert beta == 0.5 and mask.any()
-    # with beta = 0.5 the result inside the mask is halfway between the source and the texture
-    assert np.abs(image[mask].astype(int) - source[mask].astype(int)).max() <= 128
+    assert beta == pytest.approx(0.3) and mask.any()
+    red = np.array([255, 0, 0], np.float32)
+    expected = np.rint(texture_weight * red + (1 - texture_weight) * source.astype(np.float32)).astype(np.uint8)
+    assert np.array_equal(image[mask], expected[mask])
+    assert np.array_equal(image[~mask], source[~mask])
     assert DraemConfig(variant="anomalib").resolved_beta() == (0.1, 1.0)
     assert DraemConfig().resolved_beta() == (0.0, 0.8)
 
 
-def test_draem_uses_anomaly_source_textures(demo_root, tmp_path):
-    from PIL import Image
-
-    texture_dir = tmp_path / "tex"
-    texture_dir.mkdir()
-    Image.fromarray(np.full((32, 32, 3), (255, 0, 0), np.uint8)).save(texture_dir / "red.png")
-    data, context = _context(demo_root, source=texture_dir)
-    gen = build_generator("draem", {"num_augmenters": "1", "beta_range": "0,0"})
-    gen.setup(context)
-    assert gen.texture_paths == [texture_dir / "red.png"]
-    sample = gen.generate(_requests(data, n=1))[0]
-    assert sample.mask.any() and sample.extra["beta"] == 0.0
+def test_draem_uses_anomaly_source_textures(demo_root, tmp_path, monkeypatch):
+    source, gen = _solid_texture_draem(demo_root, tmp_path, monkeypatch, {"beta_range": "0,0"})
+    assert gen.texture_paths == [tmp_path / "tex" / "red.png"]
+    image, mask, _ = gen.synthesize(source, np.random.default_rng(1))
+    assert mask.any() and (image[mask] == (255, 0, 0)).all()  # beta 0: the texture's own pixels
 
 
 def test_crop_paste_pastes_reference_pixels_inside_foreground(demo_root):
@@ -110,8 +120,12 @@ def test_crop_paste_pastes_reference_pixels_inside_foreground(demo_root):
     ys, xs = np.nonzero(ref.mask)
     cut = ref.image[ys.min():ys.max() + 1, xs.min():xs.max() + 1][ref.mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]]
     assert np.array_equal(sample.image[sample.mask], cut)
-    if sample.extra["inside_foreground"]:
-        assert foreground_mask(request.source)[sample.mask].all()
+    # the mask follows the paste and stays on the object, for every sample
+    gen = build_generator("crop_paste")
+    gen.setup(context)
+    for request in _requests(data, n=6, seed=3):
+        sample = gen.generate([request])[0]
+        assert foreground_mask(request.source)[sample.mask].all(), sample.extra
 
 
 def test_crop_paste_without_references_fails_clearly(demo_root):
@@ -145,3 +159,26 @@ def test_sample_randomness_depends_on_category(demo_root, tmp_path):
         generate_dataset("draem", "mvtec_ad", demo_root, category, 3, tmp_path, seed=0, image_size=64, progress=False)
     masks = {c: [read_mask(tmp_path / "draem" / c / "masks" / f"{i:05d}.png") for i in range(3)] for c in ("disc", "weave")}
     assert all(not np.array_equal(a, b) for a, b in zip(masks["disc"], masks["weave"]))
+
+
+def test_a_plugin_generator_without_a_name_is_an_error(monkeypatch):
+    import sys
+    from importlib.metadata import EntryPoint
+
+    import anobench.generators.base as base
+
+    class Nameless(base.Generator):
+        config_class = DraemConfig
+
+        def generate(self, requests):
+            return []
+
+    module = type(sys)("_anobench_test_gen_plugins")
+    module.Nameless = Nameless
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    eps = [EntryPoint("nameless", f"{module.__name__}:Nameless", base.ENTRY_POINT_GROUP)]
+    monkeypatch.setattr(base, "entry_points", lambda group: eps)
+    base._load_all.cache_clear()
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    with pytest.raises(AnobenchError, match="class .*Nameless has no name; set name = 'nameless'"):
+        available_generators()

@@ -151,6 +151,7 @@ class DeltaDenoGenerator(Generator):
                    "prompt deltas give the mask that guides latent inpainting")
     config_class = DeltaDenoConfig
     needs = GeneratorNeeds(normal_images=True, reference_anomalies=False, pretrained_weights=True)
+    edits_source = False  # the VAE round trip changes pixels outside the mask too
 
     def setup(self, context: GenerationContext, pipeline=None) -> None:
         """Load the SD weights from ``context.model`` (or use ``pipeline``, already built)."""

@@ -59,6 +59,28 @@ class DHDiffGenerator(Generator):
     needs = GeneratorNeeds(normal_images=True, reference_anomalies=True, pretrained_weights=False,
                            training_stage=True)
     sampling_fields = SAMPLING_FIELDS
+    edits_source = False  # one backbone makes image and mask from noise; the source is not kept
+    dummy_overrides = {"num_inference_steps": "2", "mask_threshold": "0.3", "feather": "0", "min_mask_pixels": "1",
+                       "max_attempts": "2"}
+
+    @classmethod
+    def dummy_context(cls, folder: Path, size: int = 64, category: str = "disc") -> GenerationContext:
+        """The demo context plus a tiny random checkpoint (a 2-block model at 16 px) for tests."""
+        import dataclasses
+
+        from anobench.generators.dhdiff.checkpoint import build_bundle, save_checkpoint
+
+        context = super().dummy_context(folder, size, category)
+        checkpoint = Path(folder) / "dhdiff_checkpoint"
+        if not (checkpoint / "model.safetensors").exists():
+            config = DHDiffConfig(resolution=16, patch_size=2, block_out_channels=(8, 16), attention_heads=2,
+                                  text_dim=16)
+            bundle = build_bundle(config, category, context.defect_types, seed=0)
+            cells = [[1 if (r in (1, 2) and c == 2) else 0 for c in range(config.grid_size)]
+                     for r in range(config.grid_size)]
+            save_checkpoint(bundle, checkpoint, step=0, seed=0,
+                            reference_cells=[{"defect_type": d, "cells": cells} for d in context.defect_types])
+        return dataclasses.replace(context, checkpoint=checkpoint)
 
     def setup(self, context: GenerationContext) -> None:
         super().setup(context)
