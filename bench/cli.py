@@ -23,6 +23,7 @@ class _Group(click.Group):
     """Click group that turns exceptions into one-line messages."""
 
     def invoke(self, ctx: click.Context):
+        _one_line_warnings()
         try:
             return super().invoke(ctx)
         except AnobenchError as exc:
@@ -33,12 +34,37 @@ class _Group(click.Group):
             ctx.exit(130)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except OSError as exc:  # disk full, read-only disk, permissions: name the file and the cause
+            from anobench.safety import os_error
+
+            click.echo(f"error: {os_error(exc)}", err=True)
+            ctx.exit(2)
+        except MemoryError:
+            click.echo("error: out of memory; use a smaller --image-size, --batch-size or --num", err=True)
+            ctx.exit(2)
         except Exception as exc:  # noqa: BLE001 - last line of defence against tracebacks
             if os.environ.get("ANOBENCH_DEBUG"):
                 raise
             message = str(exc).splitlines()[0] if str(exc) else ""
             click.echo(f"error: {exc.__class__.__name__}: {message} (set ANOBENCH_DEBUG=1 for a traceback)", err=True)
             ctx.exit(1)
+
+
+def _one_line_warnings() -> None:
+    """anobench warnings print as ``warning: <message>`` on stderr, like errors; others as usual."""
+    import warnings
+
+    from anobench.errors import AnobenchWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, AnobenchWarning):
+            click.echo(f"warning: {message}", err=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -112,7 +138,7 @@ def datasets_check(root, dataset, categories) -> None:
     names = list(categories) or list_categories(dataset, root)
     if not names:
         raise AnobenchError(f"{root}: no {dataset} categories found")
-    problems = 0
+    problems = n_warnings = 0
     for name in names:
         try:
             data = load_category(dataset, root, name)
@@ -134,10 +160,11 @@ def datasets_check(root, dataset, categories) -> None:
         for group in find_duplicates(data):
             click.echo(f"  duplicate pixels: {' = '.join(group)}")
         problems += len(found)
+        n_warnings += len(warnings)
     if problems:
-        click.echo(f"{problems} problem(s) found", err=True)
+        click.echo(f"{problems} problem(s) found" + (f", {n_warnings} warning(s)" if n_warnings else ""), err=True)
         sys.exit(1)
-    click.echo("no problems found")
+    click.echo(f"no problems found, {n_warnings} warning(s) above" if n_warnings else "no problems found")
 
 
 @cli.command("demo-data")
@@ -148,7 +175,9 @@ def datasets_check(root, dataset, categories) -> None:
 def demo_data(out, seed, size, n_train) -> None:
     """Write a small procedural MVTec-layout dataset (textures and an object) to OUT."""
     from anobench.demo import make_demo_dataset
+    from anobench.safety import check_seed
 
+    check_seed(seed)
     counts = make_demo_dataset(out, seed=seed, size=size, n_train=n_train)
     summary = ", ".join(f"{cat} ({n} images)" for cat, n in counts.items())
     click.echo(f"{out}: {summary}")
@@ -204,6 +233,10 @@ def report(results, fmt, metrics, layout, generated, images, out, published) -> 
     from anobench.report import report_files
 
     names = [m for entry in metrics for m in entry.split(",") if m.strip()] or None
+    if out is not None:
+        from anobench.safety import check_report_output
+
+        check_report_output(out, results)
     text = report_files(results, fmt, names, layout, generated=generated, images=images, published=published)
     if out is None:
         click.echo(text, nl=not text.endswith("\n"))
@@ -274,12 +307,32 @@ def evaluate_cmd(run, test_set, protocol_preset, data_root, heatmaps, results, q
 @click.option("--protocol-preset", type=click.Choice(PROTOCOL_PRESETS),
               help="Train and score as this paper does (replaces train.profile, protocol and test sets).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def run_cmd(config, preset, out, protocol_preset, quiet) -> None:
+@click.option("--executor", default="local", show_default=True, type=click.Choice(["local", "ray"]),
+              help="local: cells one after another here; ray: stages as Ray tasks (pip install 'anobench[ray]').")
+@click.option("--address", help="Ray cluster: auto (the running one) or ray://HOST:PORT; default: a local instance.")
+@click.option("--max-parallel", type=click.IntRange(min=1), help="Ray: at most N cells in flight (default: all).")
+@click.option("--cpus-per-task", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Ray: CPUs (and torch threads) each stage task asks for.")
+@click.option("--retries", default=2, show_default=True, type=click.IntRange(min=0),
+              help="Ray: re-runs of a task whose worker died (killed, out of memory, node lost).")
+@click.option("--mlflow", "mlflow_uri", metavar="URI", help="Log one MLflow run per cell to this tracking URI.")
+def run_cmd(config, preset, out, protocol_preset, quiet, executor, address, max_parallel, cpus_per_task, retries, mlflow_uri) -> None:
     """Grid generators x categories x seeds: generate, train, evaluate, report (skips finished cells)."""
     from anobench.runner import load_run_config, run_grid
 
     grid = load_run_config(config, preset, out, protocol_preset=protocol_preset)
-    click.echo(run_grid(grid, progress=not quiet).rstrip("\n"))
+    listeners = []
+    if mlflow_uri:
+        from anobench.tracking import MlflowLogger
+
+        listeners.append(MlflowLogger(mlflow_uri, grid))
+    try:
+        text = run_grid(grid, progress=not quiet, executor=executor, address=address, max_parallel=max_parallel,
+                        task_cpus=cpus_per_task, retries=retries, listeners=listeners)
+    finally:
+        for listener in listeners:
+            listener.close()  # logs the report, also when some cells failed
+    click.echo(text.rstrip("\n"))
 
 
 @cli.command("train-generator")
@@ -300,7 +353,9 @@ def train_generator_cmd(generator, dataset, data_root, category, out, model, ste
     """Train a generator on one category's few-shot reference anomalies and normal images."""
     from anobench.config import parse_overrides
     from anobench.generator_training import train_generator
+    from anobench.safety import check_seed
 
+    check_seed(seed)
     summary = train_generator(
         generator, dataset, data_root, category, out, model=model, steps=steps, seed=seed, split=split,
         device=device, overrides=parse_overrides(overrides), progress=not quiet,

@@ -172,7 +172,10 @@ def score_generated_set(
     )
     scores.values["n_samples"] = float(len(gen))
     say(f"loading {len(gen)} generated images ({size} px)")
-    loaded = [gen.load(i, size) for i in range(len(gen))]
+    from anobench.progress import progress_bar
+
+    loaded = [gen.load(i, size) for i in progress_bar(range(len(gen)), desc="load generated", unit="img",
+                                                       disable=log is None, leave=False)]
     images = [img for img, _ in loaded]
     masks = [m for _, m in loaded]
     gen_types = [str(row.get("defect_type") or "") for row in gen.rows]

@@ -25,6 +25,9 @@ Config keys (relative paths are relative to the config file's folder)::
     protocol_preset: anomalydiffusion   # optional: a paper's protocol (anobench.presets) instead
                                         # of train.profile; sets the split and the test set too
 
+Cells run through an executor (:mod:`anobench.executors`): ``local``, one after another in this
+process, or ``ray``, each stage a Ray task; a failing cell is listed at the end, the others finish.
+
 Layout: ``OUT/generated/seed<S>/<generator>/<category>/``, ``OUT/runs/<generator>/<category>/seed<S>/``
 (each with ``results.csv`` and ``heatmaps/``), ``OUT/report.<ext>``.
 """
@@ -39,6 +42,7 @@ from typing import Any
 import click
 
 from anobench.errors import AnobenchError
+from anobench.safety import check_category_name
 
 RUN_KEYS = {"out", "dataset", "data_root", "categories", "seeds", "protocol", "generators", "train", "evaluate",
             "report", "demo_data", "protocol_preset"}
@@ -144,6 +148,22 @@ def _scalar_text(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
+def _count(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise AnobenchError(f"{where} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _section(data: dict, key: str, source: str) -> dict:
+    """An optional mapping section (``train:``, ``evaluate:``, ``report:``); a list or scalar is refused."""
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise AnobenchError(f"{source}: {key} must be a mapping of key: value, got {type(value).__name__}")
+    return dict(value)
+
+
 def parse_run_config(data: dict[str, Any], base: Path, source: str = "config") -> RunConfig:
     """Validate a run config mapping; relative paths resolve against ``base``."""
     _check_keys(source, data, RUN_KEYS)
@@ -165,8 +185,10 @@ def parse_run_config(data: dict[str, Any], base: Path, source: str = "config") -
         try:
             num = int(entry.get("num", DEFAULT_NUM))
             batch = int(entry.get("batch_size", 8))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise AnobenchError(f"{source}: generators[{i}]: num and batch_size must be integers") from None
+        if num < 1 or batch < 1:
+            raise AnobenchError(f"{source}: generators[{i}]: num and batch_size must be at least 1")
         generators.append(GeneratorSpec(
             name=str(entry["name"]), num=num, anomaly_source=path(entry.get("anomaly_source")),
             model=entry.get("model"), checkpoint=path(entry.get("checkpoint")), batch_size=batch,
@@ -179,10 +201,10 @@ def parse_run_config(data: dict[str, Any], base: Path, source: str = "config") -
 
     for name in names:
         get_generator_class(name)
-    train = dict(data.get("train") or {})
+    train = _section(data, "train", source)
     _check_keys(f"{source}: train", train, TRAIN_KEYS)
     train["set"] = _overrides(train.get("set"), "train")
-    evaluate = dict(data.get("evaluate") or {})
+    evaluate = _section(data, "evaluate", source)
     _check_keys(f"{source}: evaluate", evaluate, EVALUATE_KEYS)
     from anobench.evaluation import TEST_SETS
 
@@ -193,29 +215,29 @@ def parse_run_config(data: dict[str, Any], base: Path, source: str = "config") -
     protocol, preset = str(data.get("protocol", "thirds")), data.get("protocol_preset")
     if preset is not None:
         protocol, test_sets = _apply_preset(str(preset), data, train, evaluate, protocol, test_sets, source)
-    report = dict(data.get("report") or {})
+    report = _section(data, "report", source)
     _check_keys(f"{source}: report", report, REPORT_KEYS)
     if report.get("format", "markdown") not in REPORT_SUFFIX:
         raise AnobenchError(f"{source}: report.format must be one of {', '.join(REPORT_SUFFIX)}")
-    try:
-        seeds = [int(s) for s in _as_list(data.get("seeds", [0]), f"{source}: seeds")]
-    except (TypeError, ValueError):
-        raise AnobenchError(f"{source}: seeds must be integers") from None
+    seeds = _as_list(data.get("seeds", [0]), f"{source}: seeds")
+    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+        raise AnobenchError(f"{source}: seeds must be non-negative integers, got {seeds!r}")
     if data.get("data_root") is None:
         raise AnobenchError(f"{source}: data_root is required")
     return RunConfig(
         out=out,
         dataset=str(data.get("dataset", "mvtec_ad")),
         data_root=path(data["data_root"]),
-        categories=[str(c) for c in _as_list(data.get("categories"), f"{source}: categories")],
+        categories=[check_category_name(str(c), f"{source}: categories:")
+                    for c in _as_list(data.get("categories"), f"{source}: categories")],
         seeds=seeds,
         protocol=protocol,
         generators=generators,
         train=train,
         test_sets=test_sets,
-        heatmaps=int(evaluate.get("heatmaps", 8)),
+        heatmaps=_count(evaluate.get("heatmaps", 8), f"{source}: evaluate.heatmaps"),
         report=report,
-        demo_data=data.get("demo_data"),
+        demo_data=None if data.get("demo_data") is None else _section(data, "demo_data", source),
         protocol_preset=None if preset is None else str(preset),
     )
 
@@ -312,15 +334,22 @@ def _trained(run_dir: Path) -> bool:
         return False
 
 
-def run_grid(config: RunConfig, progress: bool = True, echo=click.echo) -> str:
-    """Run every missing cell of the grid; return the rendered report (also written to OUT)."""
-    from anobench.detectors.train import train_detector
-    from anobench.evaluation import ALL_TEST_IMAGES, evaluate
-    from anobench.generation import generate_dataset
-    from anobench.images import atomic_write_text
-    from anobench.report import render_report, report_files
-    from anobench.results import read_results
+def run_grid(config: RunConfig, progress: bool = True, echo=click.echo, executor: str = "local",
+             address: str | None = None, max_parallel: int | None = None, task_cpus: int = 1, retries: int = 2,
+             listeners=()) -> str:
+    """Run every missing cell of the grid; return the rendered report (also written to OUT).
 
+    ``executor`` is ``local`` (one cell after another here) or ``ray`` (stages as Ray tasks; see
+    :mod:`anobench.executors`). Failing cells do not stop the others: the report covers the
+    finished cells, the failures are listed, and an :class:`AnobenchError` ends the run.
+    ``listeners`` are called with each cell's outcome as it finishes (the MLflow logger).
+    """
+    from anobench.executors import EXECUTORS, GridProgress, cell_label, run_local, run_ray
+
+    if executor not in EXECUTORS:
+        raise AnobenchError(f"unknown executor {executor!r} (known: {', '.join(EXECUTORS)})")
+    if executor == "local" and (address or max_parallel):
+        raise AnobenchError("--address and --max-parallel need --executor ray")
     started = time.perf_counter()
     config.out.mkdir(parents=True, exist_ok=True)
     if config.demo_data is not None and not (config.data_root / config.categories[0]).is_dir():
@@ -331,38 +360,32 @@ def run_grid(config: RunConfig, progress: bool = True, echo=click.echo) -> str:
                           n_train=int(options.get("train", 40)))
         echo(f"demo dataset written to {config.data_root}")
     cells = config.cells()
-    train = config.train
-    for number, (name, category, seed) in enumerate(cells, 1):
-        spec = next(g for g in config.generators if g.name == name)
-        run_dir = config.run_dir(name, category, seed)
-        tag = f"[{number}/{len(cells)}] {name}/{category}/seed{seed}"
-        wanted = [ALL_TEST_IMAGES if t == ALL_TEST_IMAGES else config.protocol for t in config.test_sets]
-        _check_sample_count(run_dir, spec.num)
-        if _trained(run_dir) and all(_evaluated(run_dir, p) for p in wanted):
-            echo(f"{tag}: done, skipped")
-            continue
-        cell_start = time.perf_counter()
-        gen_root = config.generated_dir(name, category, seed).parent.parent
-        summary = generate_dataset(
-            name, config.dataset, config.data_root, category, spec.num, gen_root, seed=seed, split=config.protocol,
-            anomaly_source=spec.anomaly_source, model=spec.model, checkpoint=spec.checkpoint, device=spec.device,
-            batch_size=spec.batch_size, overrides=spec.overrides, image_size=_image_size(train), progress=progress,
-        )
-        trained = train_detector(
-            config.dataset, config.data_root, category, summary.folder, run_dir, profile=train.get("profile", "quick"),
-            seed=seed, detector=train.get("detector"), encoder=train.get("encoder"),
-            encoder_weights=train.get("encoder_weights"), overrides=train.get("set"), progress=progress,
-            protocol_preset=config.protocol_preset,
-        )
-        lines = []
-        for test_set, protocol in zip(config.test_sets, wanted):
-            if _evaluated(run_dir, protocol):
-                continue
-            result = evaluate(run_dir, test_set=test_set, heatmaps=config.heatmaps, progress=progress)
-            lines.append(f"{protocol}: image AUROC {result.metrics['image_auroc']:.3f}, "
-                         f"pixel AUROC {result.metrics['pixel_auroc']:.3f}, pixel AP {result.metrics['pixel_ap']:.3f}")
-        echo(f"{tag}: {summary.total} samples, {trained.steps} steps; {'; '.join(lines) or 'evaluated before'} "
-             f"({time.perf_counter() - cell_start:.0f} s)")
+    tracker = GridProgress(len(cells), echo, list(listeners))
+    if executor == "ray":
+        run_ray(config, cells, tracker, address=address, max_parallel=max_parallel, task_cpus=task_cpus,
+                retries=retries)
+    else:
+        run_local(config, cells, tracker, progress=progress)
+    failures = tracker.failures
+    finished = [cell for cell in cells if (config.run_dir(*cell) / "results.csv").exists()]
+    text = write_report(config, finished) if finished else "no cell finished: no report\n"
+    echo(f"grid of {len(cells)} cells done in {(time.perf_counter() - started) / 60:.1f} min, "
+         f"{len(failures)} failed; report: {config.out / ('report.' + REPORT_SUFFIX[config.report.get('format', 'markdown')])}")
+    if failures:
+        echo(text.rstrip("\n"))
+        for outcome in failures:
+            echo(f"failed: {cell_label(outcome.cell)}: {outcome.text}")
+        raise AnobenchError(f"{len(failures)} of {len(cells)} cells failed (listed above); re-run the same command "
+                            f"to retry them, finished cells are skipped")
+    return text
+
+
+def write_report(config: RunConfig, cells: list[tuple[str, str, int]]) -> str:
+    """Write OUT/report.<ext> (and report.md) from the given cells' results; return the Markdown text."""
+    from anobench.images import atomic_write_text
+    from anobench.report import render_report, report_files
+    from anobench.results import read_results
+
     fmt = config.report.get("format", "markdown")
     layout = config.report.get("layout")
     metrics = config.report.get("metrics")
@@ -376,7 +399,6 @@ def run_grid(config: RunConfig, progress: bool = True, echo=click.echo) -> str:
     atomic_write_text(report_path, text)
     if fmt != "markdown":  # the terminal always gets a readable table
         atomic_write_text(config.out / "report.md", render_report(read_results(run_dirs), "markdown", metrics, layout))
-    echo(f"grid of {len(cells)} cells done in {(time.perf_counter() - started) / 60:.1f} min; report: {report_path}")
     return text if fmt != "html" else render_report(read_results(run_dirs), "markdown", metrics, layout)
 
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import anobench
 from anobench.artifacts import open_artifact, relative_path
@@ -39,6 +38,8 @@ from anobench.detectors.run import (  # noqa: F401 - re-exported for callers of 
 )
 from anobench.errors import AnobenchError
 from anobench.images import atomic_write_text
+from anobench.progress import progress_bar
+from anobench.safety import check_train
 from anobench.store import GeneratedSet
 
 @dataclass
@@ -132,6 +133,7 @@ def train_detector(
     gen = GeneratedSet.open(generated)
     dataset, category = _check_generated(gen, dataset, category, Path(generated))
     root = Path(data_root) if data_root is not None else gen.data_root()
+    check_train(root, category, generated, out, seed, config.image_size, config.batch_size)
     data = load_category(dataset, root, category)
     if protocol_preset is not None:
         from anobench.presets import check_split, get_preset, preset_config
@@ -209,8 +211,11 @@ def _train(artifact, config: TrainConfig, model: Detector, gen: GeneratedSet, da
 
     start, seconds, best = 0, 0.0, {"step": 0, "score": -math.inf}
     if (out / LAST_CHECKPOINT).exists():
-        state = load_checkpoint(out / LAST_CHECKPOINT)
-        model.load_state_dict(state["model"])
+        from anobench.metadata import load_state
+
+        state = load_checkpoint(out / LAST_CHECKPOINT, ("model", "optimizer", "scheduler", "torch_rng", "step",
+                                                        "seconds", "best"))
+        load_state(model, state["model"], out / LAST_CHECKPOINT)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
@@ -224,8 +229,8 @@ def _train(artifact, config: TrainConfig, model: Detector, gen: GeneratedSet, da
 
     source = BatchSource(split, config, seed)
     stop = config.steps if max_steps is None else min(config.steps, start + max_steps)
-    bar = tqdm(total=config.steps, initial=start, desc=f"train {config.detector}/{category}", unit="step",
-               disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=config.steps, initial=start, desc=f"train {config.detector}/{category}", unit="step",
+                       disable=not progress)
     from torchvision.ops import sigmoid_focal_loss
 
     try:

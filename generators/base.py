@@ -31,6 +31,15 @@ BUILTIN_MODULES = (
     "anobench.generators.crop_paste",
     "anobench.generators.deltadeno",
     "anobench.generators.dhdiff",
+    "anobench.generators.cutpaste",
+    "anobench.generators.cutout",
+    "anobench.generators.nsa",
+    "anobench.generators.fpi",
+    "anobench.generators.fractal",
+    "anobench.generators.memseg",
+    "anobench.generators.destseg",
+    "anobench.generators.glass_las",
+    "anobench.generators.mix",
 )
 
 

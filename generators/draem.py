@@ -8,6 +8,10 @@ anomalib's ``PerlinAnomalyGenerator`` weights the texture by beta ~ U[0.1, 1.0) 
 ``variant`` switch selects that rule. Every sample is anomalous (an empty mask is redrawn):
 the detector's batches supply the normal half DRAEM's loader would.
 
+DRAEM paints anywhere, so on objects most blobs land on the background; ``foreground=true``
+(an anobench option, off by default) intersects the mask with the shared per-class foreground
+rule (``anobench.generators.foreground``), as MemSeg and GLASS do.
+
 Pixels outside the mask are copied from the source unchanged, so the mask covers every
 changed pixel.
 """
@@ -52,6 +56,7 @@ class DraemConfig:
     threshold: float = 0.5
     rotation: float = 90.0  # noise rotated by U(-rotation, rotation) degrees
     num_augmenters: int = 3  # of DRAEM's 10 photometric augmenters
+    foreground: bool = False  # anobench option: keep the mask on the object (anobench.generators.foreground)
 
     def validate(self) -> None:
         lo, hi = self.resolved_beta()
@@ -226,8 +231,16 @@ class DraemGenerator(Generator):
         """(anomalous image, mask, beta) for one uint8 image."""
         cfg = self.config
         size = image.shape[0]
+        fg = None
+        if cfg.foreground:
+            from anobench.generators.foreground import foreground_mask
+
+            fg = foreground_mask(image, self.context.dataset, self.context.category)
+            fg = fg if fg.any() else None
         for _ in range(1000):
             noise, mask = perlin_mask(rng, size, cfg)
+            if fg is not None:
+                mask = mask & fg
             if mask.any():
                 break
         else:

@@ -114,15 +114,19 @@ def test_append_refuses_rows_with_other_keys(tmp_path):
 
 
 def test_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    import errno
+
     path = tmp_path / "results.csv"
     append_rows(path, [row()])
     before = path.read_bytes()
+    real_write = os.write
 
-    def crash(*args, **kwargs):
-        raise OSError("disk full")
+    def half_then_full(fd, data):  # the disk fills up in the middle of the append
+        real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(AnobenchError, match="results.csv: no space left"):
         append_rows(path, [row(seed=3)])
     monkeypatch.undo()
     assert path.read_bytes() == before
