@@ -133,18 +133,20 @@ def train_detector(
     gen = GeneratedSet.open(generated)
     dataset, category = _check_generated(gen, dataset, category, Path(generated))
     root = Path(data_root) if data_root is not None else gen.data_root()
-    check_train(root, category, generated, out, seed, config.image_size, config.batch_size)
-    data = load_category(dataset, root, category)
-    if protocol_preset is not None:
+    if protocol_preset is None:
+        config = profile_config(profile, overrides, detector=detector, encoder=encoder,
+                                encoder_weights=encoder_weights)
+        check_train(root, category, generated, out, seed, config.image_size, config.batch_size)
+        data = load_category(dataset, root, category)
+    else:  # a preset counts epochs over the category's training normals
         from anobench.presets import check_split, get_preset, preset_config
 
+        data = load_category(dataset, root, category)
         check_split(get_preset(protocol_preset), (gen.meta.get("protocol") or {}).get("name", "thirds"), str(generated))
         config = preset_config(protocol_preset, len(data.train), overrides, detector=detector, encoder=encoder,
                                encoder_weights=encoder_weights)
         profile = f"preset:{protocol_preset}"  # what the rows' profile column shows
-    else:
-        config = profile_config(profile, overrides, detector=detector, encoder=encoder,
-                                encoder_weights=encoder_weights)
+        check_train(root, category, generated, out, seed, config.image_size, config.batch_size)
     out = Path(out)
     torch.manual_seed(seed)
     model = build_detector(config.detector, config.encoder, config.encoder_weights)  # a bad encoder fails here
