@@ -13,8 +13,10 @@ from pathlib import Path
 import click
 
 from anobench.errors import AnobenchError
+from anobench.presets import PRESETS
 
 DATASETS = ("mvtec_ad", "mpdd", "visa", "btad", "mvtec_loco", "folder")
+PROTOCOL_PRESETS = tuple(PRESETS)
 
 
 class _Group(click.Group):
@@ -92,7 +94,7 @@ def list_cmd() -> None:
 @click.option("--num", "-n", required=True, type=click.IntRange(min=1), help="Number of samples to generate.")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Output root; writes OUT/GENERATOR/CATEGORY.")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--split", default="thirds", show_default=True, help="Protocol: thirds, half, anomalydiffusion (leaky), dualanodiff.")
+@click.option("--split", default="thirds", show_default=True, help="Protocol: thirds, half, anomalydiffusion, dualanodiff, dhdiff (the last three leaky).")
 @click.option("--anomaly-source", type=click.Path(path_type=Path), help="Folder of texture images (DRAEM uses DTD).")
 @click.option("--model", help="Diffusion weights: hub id or local diffusers folder.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), help="Trained generator checkpoint (train-generator).")
@@ -236,13 +238,16 @@ def score_generation(folder, dataset, data_root, category, split, metrics, ic_va
 @click.option("--figures", "figures_dir", type=click.Path(path_type=Path),
               help="Folder for the figures (default: OUT's folder / figures when --out is given).")
 @click.option("--no-stats", is_flag=True, help="Tables only: no intervals, tests or figures.")
+@click.option("--with-published", "published", multiple=True, metavar="NAME[:METHODS]",
+              help="Quote a paper's per-category numbers beside the measured columns (results/published/NAME.csv; "
+                   "e.g. dhdiff:AnomalyDiffusion,DH-Diff).")
 def report(results, fmt, metrics, layout, primary, standalone, generated, images, out, resamples, stats_seed,
-           figures_dir, no_stats) -> None:
+           figures_dir, no_stats, published) -> None:
     """The verdict, then tables from RESULTS files (or run folders): categories x generators.
 
     The verdict and its 95% intervals, paired tests, ranks and figures come from the per-image
     data stored by `anobench evaluate` (no model is re-run). ``--format csv`` writes the tidy
-    result rows themselves.
+    result rows themselves. ``--with-published`` quotes paper rows beside the measured columns.
     """
     from anobench.images import atomic_write_text
     from anobench.report import report_files
@@ -256,7 +261,7 @@ def report(results, fmt, metrics, layout, primary, standalone, generated, images
         figures_dir = out.parent / "figures"
     text = report_files(results, fmt, names, layout, generated=generated, images=images, statistics=not no_stats,
                         resamples=resamples, stats_seed=stats_seed, primary=primary, figures_dir=figures_dir,
-                        standalone=standalone, out=out)
+                        standalone=standalone, out=out, published=published)
     if out is None:
         click.echo(text, nl=not text.endswith("\n"))
     else:
@@ -270,7 +275,9 @@ def report(results, fmt, metrics, layout, primary, standalone, generated, images
 @click.option("--category", help="Default: the generated set's own (dataset.json).")
 @click.option("--generated", required=True, type=click.Path(path_type=Path), help="Generated set OUT/NAME/CATEGORY.")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Run folder (resumed if it exists).")
-@click.option("--profile", default="quick", show_default=True, type=click.Choice(["quick", "paper"]))
+@click.option("--profile", type=click.Choice(["quick", "paper"]), help="anobench's own settings (default: quick).")
+@click.option("--protocol-preset", type=click.Choice(PROTOCOL_PRESETS),
+              help="A paper's detector protocol instead of --profile (see `anobench presets`).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--detector", help="A registered detector (built-in: unet, draem_disc; plug-ins: entry-point group anobench.detectors). Default: unet.")
 @click.option("--encoder", help="smp encoder of the U-Net (default: tu-tf_efficientnet_lite0).")
@@ -283,8 +290,9 @@ def report(results, fmt, metrics, layout, primary, standalone, generated, images
 @click.option("--deterministic", is_flag=True, help="Deterministic GPU kernels (slower; bitwise repeatable).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a training config field.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def train_detector_cmd(dataset, data_root, category, generated, out, profile, seed, detector, encoder,
-                       encoder_weights, threads, device, precision, workers, deterministic, overrides, quiet) -> None:
+def train_detector_cmd(dataset, data_root, category, generated, out, profile, protocol_preset, seed, detector,
+                       encoder, encoder_weights, threads, device, precision, workers, deterministic, overrides,
+                       quiet) -> None:
     """Train a detector on normals + the generated set; resumable after a kill."""
     from anobench.config import parse_overrides
     from anobench.detectors.train import train_detector
@@ -293,7 +301,10 @@ def train_detector_cmd(dataset, data_root, category, generated, out, profile, se
         import torch
 
         torch.set_num_threads(threads)
-    summary = train_detector(dataset, data_root, category, generated, out, profile=profile, seed=seed,
+    if profile and protocol_preset:
+        raise AnobenchError("give --profile or --protocol-preset, not both")
+    summary = train_detector(dataset, data_root, category, generated, out, profile=profile or "quick", seed=seed,
+                             protocol_preset=protocol_preset,
                              detector=detector, encoder=encoder, encoder_weights=encoder_weights,
                              overrides=parse_overrides(overrides), progress=not quiet, device=device,
                              precision=precision, workers=workers, deterministic=deterministic)
@@ -302,8 +313,10 @@ def train_detector_cmd(dataset, data_root, category, generated, out, profile, se
 
 @cli.command("evaluate")
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--test-set", default="protocol", show_default=True, type=click.Choice(["protocol", "all"]),
-              help="protocol: the run's held-out split; all: every test image (as papers report).")
+@click.option("--test-set", type=click.Choice(["protocol", "all"]),
+              help="protocol (default; a preset's own): the run's held-out split; all: every test image.")
+@click.option("--protocol-preset", type=click.Choice(PROTOCOL_PRESETS),
+              help="Score as this paper does: its test set and metric variants (default: the run's preset).")
 @click.option("--data-root", type=click.Path(path_type=Path), help="Dataset root, if it moved since training.")
 @click.option("--heatmaps", default=8, show_default=True, type=click.IntRange(min=0), help="Heat maps to save.")
 @click.option("--results", type=click.Path(path_type=Path), help="Results file to append to (default: RUN/results.csv).")
@@ -311,12 +324,14 @@ def train_detector_cmd(dataset, data_root, category, generated, out, profile, se
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
 @click.option("--deterministic", is_flag=True, help="Deterministic GPU kernels.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def evaluate_cmd(run, test_set, data_root, heatmaps, results, device, precision, deterministic, quiet) -> None:
+def evaluate_cmd(run, test_set, protocol_preset, data_root, heatmaps, results, device, precision, deterministic,
+                 quiet) -> None:
     """Score RUN's detector on the real held-out test images; append tidy result rows."""
     from anobench.evaluation import evaluate
 
     result = evaluate(run, test_set=test_set, data_root=data_root, heatmaps=heatmaps, results=results,
-                      progress=not quiet, device=device, precision=precision, deterministic=deterministic)
+                      progress=not quiet, device=device, precision=precision, deterministic=deterministic,
+                      protocol_preset=protocol_preset)
     click.echo(result.line())
     click.echo(f"rows appended to {result.results_path}")
 
@@ -325,6 +340,8 @@ def evaluate_cmd(run, test_set, data_root, heatmaps, results, device, precision,
 @click.argument("config", required=False, type=click.Path(path_type=Path))
 @click.option("--preset", type=click.Choice(["quickstart"]), help="A built-in grid instead of CONFIG.yaml.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Output folder (overrides the config's).")
+@click.option("--protocol-preset", type=click.Choice(PROTOCOL_PRESETS),
+              help="Train and score as this paper does (replaces train.profile, protocol and test sets).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--executor", default="local", show_default=True, type=click.Choice(["local", "ray"]),
               help="local: cells one after another here; ray: stages as Ray tasks (pip install 'anobench[ray]').")
@@ -335,11 +352,11 @@ def evaluate_cmd(run, test_set, data_root, heatmaps, results, device, precision,
 @click.option("--retries", default=2, show_default=True, type=click.IntRange(min=0),
               help="Ray: re-runs of a task whose worker died (killed, out of memory, node lost).")
 @click.option("--mlflow", "mlflow_uri", metavar="URI", help="Log one MLflow run per cell to this tracking URI.")
-def run_cmd(config, preset, out, quiet, executor, address, max_parallel, cpus_per_task, retries, mlflow_uri) -> None:
+def run_cmd(config, preset, out, protocol_preset, quiet, executor, address, max_parallel, cpus_per_task, retries, mlflow_uri) -> None:
     """Grid generators x categories x seeds: generate, train, evaluate, report (skips finished cells)."""
     from anobench.runner import load_run_config, run_grid
 
-    grid = load_run_config(config, preset, out)
+    grid = load_run_config(config, preset, out, protocol_preset=protocol_preset)
     listeners = []
     if mlflow_uri:
         from anobench.tracking import MlflowLogger
@@ -380,6 +397,19 @@ def train_generator_cmd(generator, dataset, data_root, category, out, model, ste
         device=device, overrides=parse_overrides(overrides), progress=not quiet,
     )
     click.echo(summary.line())
+
+
+@cli.command("presets")
+@click.argument("name", required=False, type=click.Choice(PROTOCOL_PRESETS))
+def presets_cmd(name) -> None:
+    """List the protocol presets, or show one's settings, sources and deviations."""
+    from anobench.presets import PRESETS
+
+    if name is None:
+        for preset in PRESETS.values():
+            click.echo(f"{preset.name:<18}{preset.title}{'  [leaky]' if preset.leaky else ''}")
+        return
+    click.echo(PRESETS[name].describe())
 
 
 # --- end of commands ---

@@ -5,6 +5,11 @@ images for every generator of a comparison, never the few-shot references a gene
 ``test_set="all"`` scores every test image of the category instead, for comparison with papers
 and reference runs that use the full MVTec test split; those rows carry protocol ``all``.
 
+A run trained under a protocol preset (:mod:`anobench.presets`) is scored on that preset's test
+set and also gets the preset's metric variants (e.g. AnomalyDiffusion's ``aupro_thr100``), as
+separately named rows. Pixel maps are scored raw unless the run's config smooths them
+(``map_sigma`` > 0, recorded in the rows' ``map_sigma`` column).
+
 Outputs under the run folder: ``results.csv`` (appended tidy rows; a later row with the same key
 wins in reports), ``scores-<protocol>.csv`` (per-image scores), ``maps-<protocol>.npz`` (per-image scores, masks and
 quantised maps: what ``anobench report`` bootstraps, see :mod:`anobench.perimage`) and ``heatmaps/*.png`` (a few test
@@ -92,14 +97,18 @@ def _run_split(data, meta: dict[str, Any], folder: Path):
     return split_category(data, meta.get("protocol", "thirds"))
 
 
-def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | Path | None = None,
+def evaluate(run_dir: str | Path, test_set: str | None = None, data_root: str | Path | None = None,
              heatmaps: int = 8, results: str | Path | None = None, batch_size: int = 8,
              progress: bool = True, setup: dict[str, Any] | None = None, device: str = "auto",
-             precision: str = "auto", deterministic: bool = False) -> Evaluation:
+             precision: str = "auto", deterministic: bool = False,
+             protocol_preset: str | None = None) -> Evaluation:
     """Score ``run_dir``'s selected checkpoint on the real test images; append tidy rows.
 
     Args:
-        test_set: ``protocol`` (the run's held-out split) or ``all`` (every test image).
+        test_set: ``protocol`` (the run's held-out split) or ``all`` (every test image); default:
+            the protocol preset's, else ``protocol``.
+        protocol_preset: score as this preset does (test set, metric variants); default: the
+            preset the run was trained under, if any.
         data_root: where the real dataset is now, if it moved since training.
         heatmaps: how many test images to save with their heat maps (anomalous first).
         results: results file to append to (default ``RUN/results.csv``).
@@ -115,8 +124,6 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
     from anobench.metrics.detection import detection_metrics
     from anobench.results import HEATMAP_DIR, RESULTS_FILENAME, append_rows
 
-    if test_set not in TEST_SETS:
-        raise AnobenchError(f"unknown test set {test_set!r} (known: {', '.join(TEST_SETS)})")
     execution = Execution.resolve(device, precision, 0, deterministic)
     started = time.perf_counter()
     from anobench.results import check_appendable
@@ -124,6 +131,11 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
 
     run = TrainedRun.open(run_dir)  # run.json and the checkpoint's presence, before any real work
     meta = run.meta
+    preset = _run_preset(meta, protocol_preset, run_dir)
+    if test_set is None:
+        test_set = preset.test_set if preset is not None else "protocol"
+    if test_set not in TEST_SETS:
+        raise AnobenchError(f"unknown test set {test_set!r} (known: {', '.join(TEST_SETS)})")
     folder = Path(run_dir)
     results_path = Path(results) if results else folder / RESULTS_FILENAME
     root = Path(data_root) if data_root is not None else resolve_stored_path(Path(run_dir), meta, "data_root")
@@ -170,6 +182,10 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
     labels = np.array([s.label for s in samples], dtype=bool)
     masks_arr = np.stack(masks)
     metrics = detection_metrics(scores, labels, maps, masks_arr)
+    if preset is not None and preset.metric_variants:
+        from anobench.metrics.variants import variant_metrics
+
+        metrics.update(variant_metrics(preset.metric_variants, maps, masks_arr))
 
     varied = dict(setup or {})
     label = str(varied.pop("label", meta["generator"]))
@@ -223,6 +239,19 @@ def _seconds_per_sample(generated: str | None) -> float | None:
         return float(np.mean(seconds)) if seconds else None
     except Exception:  # noqa: BLE001 - a moved or partial set only loses the cost figure
         return None
+def _run_preset(meta: dict[str, Any], name: str | None, run_dir):
+    """The preset to score with: the one named, else the run's own; a mismatch is refused."""
+    from anobench.presets import check_split, get_preset
+
+    trained = meta.get("protocol_preset")
+    if name is not None and trained is not None and name != trained:
+        raise AnobenchError(f"{run_dir}: trained under protocol preset {trained!r}, not {name!r}")
+    name = name or trained
+    if name is None:
+        return None
+    preset = get_preset(name)
+    check_split(preset, meta.get("protocol", "thirds"), f"{run_dir}")
+    return preset
 
 
 def _write_scores(path: Path, samples, data, scores: np.ndarray) -> None:

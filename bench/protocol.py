@@ -33,9 +33,19 @@ def _anomalydiffusion(n: int) -> tuple[int, int]:
 
 
 def _dualanodiff(n: int) -> tuple[int, int]:
+    # DualAnoDiff trains on [:k], k = n//3 (+1 when n//3 is not a multiple of 3)
+    # (zhiqing0205/DualAnoDiff@0e21eb0 dual-interrelated_diff/train_dreambooth_lora.py,
+    # DreamBoothDataset.__init__), and its evaluation loader tests on [n//3:]
+    # (@1366ad2 eval/unet_utils/data_loader.py line 21): index n//3 is in both when k > n//3.
     k = n // 3
     k = k + 1 if k % 3 != 0 else k
-    return min(k, n), min(k, n)
+    return min(k, n), n // 3
+
+
+def _dhdiff(n: int) -> tuple[int, int]:
+    # The DH-Diff paper trains the generator on 50% of the anomalies (dh-diff.txt line 222) and
+    # evaluates on the full test set ("the same test sets", line 357): every reference is tested.
+    return n // 2, 0
 
 
 # name -> n -> (number of references, index where the test part starts)
@@ -44,8 +54,10 @@ PROTOCOLS: dict[str, Callable[[int], tuple[int, int]]] = {
     "half": _half,
     "anomalydiffusion": _anomalydiffusion,
     "dualanodiff": _dualanodiff,
+    "dhdiff": _dhdiff,
 }
-LEAKY_PROTOCOLS = frozenset({"anomalydiffusion"})
+# protocols whose test set holds some of the references (reproduced as the papers ran them)
+LEAKY_PROTOCOLS = frozenset({"anomalydiffusion", "dualanodiff", "dhdiff"})
 
 
 def file_sha256(path: Path) -> str:

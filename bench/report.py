@@ -34,7 +34,8 @@ def render_report(df, fmt: str, metrics: Sequence[str] | None = None, layout: st
                   samples: Mapping[str, Sequence[Any]] | None = None,
                   heatmaps: Mapping[str, Sequence[Any]] | None = None,
                   title: str = "anobench report", verdict: bool = False, primary: str | None = None,
-                  context=None, judge=None, standalone: bool = False, page: Mapping[str, Any] | None = None) -> str:
+                  context=None, judge=None, standalone: bool = False, page: Mapping[str, Any] | None = None,
+                  published: Sequence[str] = ()) -> str:
     """The report as text in ``fmt`` (latex, markdown, csv or html).
 
     Args:
@@ -52,6 +53,7 @@ def render_report(df, fmt: str, metrics: Sequence[str] | None = None, layout: st
         samples / heatmaps: HTML only; per generator, images to show (paths or uint8 arrays),
             e.g. from :func:`sample_tiles` and :func:`heatmap_paths`; ``page``: the category
             sections and figures of :mod:`anobench.report_page`.
+        published: published tables to quote beside the measured columns (:mod:`anobench.published`).
 
     ``csv`` is the tidy rows themselves (one file ``pandas.read_csv`` reads back as they are), not
     a rendering of the tables: :func:`render_tables` gives those.
@@ -59,7 +61,8 @@ def render_report(df, fmt: str, metrics: Sequence[str] | None = None, layout: st
     fmt = _check_format(fmt)
     if fmt == "csv":
         return tidy_csv(df, metrics)
-    tables = report_tables(df, metrics, layout, verdict=verdict, primary=primary, context=context, judge=judge)
+    tables = report_tables(df, metrics, layout, verdict=verdict, primary=primary, context=context, judge=judge,
+                           published=published)
     if fmt == "html":
         if page is not None:
             from anobench.report_page import html_page
@@ -72,11 +75,12 @@ def render_report(df, fmt: str, metrics: Sequence[str] | None = None, layout: st
 
 
 def report_tables(df, metrics: Sequence[str] | None = None, layout: str | None = None, *, verdict: bool = False,
-                  primary: str | None = None, context=None, judge=None) -> list[Table]:
+                  primary: str | None = None, context=None, judge=None,
+                  published: Sequence[str] = ()) -> list[Table]:
     """The verdict tables (when asked) then every table of :func:`build_tables`, with display names."""
     from anobench.generators.base import display_name
 
-    tables = build_tables(df, metrics, layout)
+    tables = build_tables(df, metrics, layout, published=published)
     if verdict:
         from anobench.report_verdict import verdict_tables
 
@@ -153,7 +157,7 @@ def report_files(results: Sequence[str | os.PathLike], fmt: str, metrics: Sequen
                  layout: str | None = None, generated: Sequence[str | os.PathLike] = (), images: int = 8,
                  statistics: bool = True, resamples: int = 1000, stats_seed: int = 0, primary: str | None = None,
                  figures_dir: str | os.PathLike | None = None, *, standalone: bool = False,
-                 out: str | os.PathLike | None = None) -> str:
+                 out: str | os.PathLike | None = None, published: Sequence[str] = ()) -> str:
     """``anobench report``: read results files or run folders, render with the verdict first.
 
     The context (test-set sizes, references, cost) comes from the run folders beside the results.
@@ -161,7 +165,7 @@ def report_files(results: Sequence[str | os.PathLike], fmt: str, metrics: Sequen
     evidence (:mod:`anobench.report_stats`), whose interval, paired-test, rank and correlation
     tables follow the metric tables; ``figures_dir`` also writes the figures there. HTML adds the
     category sections, samples and every figure (those written and those in ``figures/`` beside
-    ``out``).
+    ``out``). ``published`` quotes paper rows beside the measured columns (never ranked with them).
     """
     from anobench.report_context import gather_context
     from anobench.report_verdict import pick_primary
@@ -184,7 +188,8 @@ def report_files(results: Sequence[str | os.PathLike], fmt: str, metrics: Sequen
         judge = lambda group, name: judged.get((tuple(group), name))  # noqa: E731
         extra = stats.tables
         figures = [f for f in stats.figures if Path(f).suffix.lower() in (".png", ".svg")]
-    tables = report_tables(df, metrics, layout, verdict=True, primary=primary, context=context, judge=judge)
+    tables = report_tables(df, metrics, layout, verdict=True, primary=primary, context=context, judge=judge,
+                           published=published)
     tables += name_tables(extra, df, context)
     if fmt == "markdown":
         return markdown_with_lead(tables)

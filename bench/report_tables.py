@@ -12,7 +12,7 @@ or :mod:`anobench.report_html`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +29,9 @@ METRIC_LABELS = {
     "image_auroc": "image AUROC", "image_ap": "image AP", "image_f1max": "image F1-max",
     "pixel_auroc": "pixel AUROC", "pixel_ap": "pixel AP", "pixel_f1max": "pixel F1-max",
     "aupro": "AUPRO@0.3",
+    # AnomalyDiffusion's approximations (anobench.metrics.variants), named as what they are
+    "aupro_thr100": "AUPRO@0.3 (100 thresholds, AnomalyDiffusion)",
+    "pixel_f1max_grid005": "pixel F1-max (0.05 grid, AnomalyDiffusion)",
 }
 DETECTION_ORDER = tuple(METRIC_LABELS)
 # Generation-quality metrics (issue 6): header label, number format, higher is better (None: no bold)
@@ -107,9 +110,20 @@ class Table:
     notes: list[str] = field(default_factory=list)
 
 
-def build_tables(df, metrics: Sequence[str] | None = None, layout: str | None = None) -> list[Table]:
-    """Every table of a report: detection tables, then the generation-quality table."""
+def build_tables(df, metrics: Sequence[str] | None = None, layout: str | None = None,
+                 published: Sequence[str] = ()) -> list[Table]:
+    """Every table of a report: detection tables, then the generation-quality table.
+
+    ``published`` names published tables (:mod:`anobench.published`) quoted beside the measured columns.
+    """
     df = _latest(df)
+    quoted_notes: dict = {}
+    if published:
+        import pandas as pd
+
+        from anobench.published import beside, load_published
+
+        df, quoted_notes = beside(df, pd.concat([load_published(spec) for spec in published], ignore_index=True))
     detection = df[df["detector"] != NO_DETECTOR]
     quality = df[df["detector"] == NO_DETECTOR]
     det_names = [m for m in _ordered(set(detection["metric"]), DETECTION_ORDER) if not m.startswith(DEVICE_PREFIX)]
@@ -121,7 +135,7 @@ def build_tables(df, metrics: Sequence[str] | None = None, layout: str | None = 
             available = ", ".join(det_names + qual_names) or "none"
             raise AnobenchError(f"--metrics: no results for {', '.join(unknown)} (available: {available})")
     groups = _layout_groups(layout, metrics, det_names)
-    tables = detection_tables(detection, groups) if groups else []
+    tables = detection_tables(detection, groups, quoted_notes) if groups else []
     tables += quality_tables(quality, None if metrics is None else [m for m in metrics if m in qual_names])
     if not tables:
         raise AnobenchError("nothing to report: no result rows match")
@@ -130,19 +144,24 @@ def build_tables(df, metrics: Sequence[str] | None = None, layout: str | None = 
 
 # --------------------------------------------------------------------------- detection tables
 
-def detection_tables(df, groups: list[tuple[str, ...]]) -> list[Table]:
+def detection_tables(df, groups: list[tuple[str, ...]], quoted_notes: Mapping | None = None) -> list[Table]:
     """One table per (dataset, protocol, detector) and metric group; categories x generators."""
     tables = []
     for (dataset, protocol, detector), part in df.groupby(["dataset", "protocol", "detector"], sort=True):
         for group in groups:
             if not part["metric"].isin(group).any():
                 continue
-            tables.append(_detection_table(part, group, dataset, protocol, detector))
+            table = _detection_table(part, group, dataset, protocol, detector)
+            table.notes += list((quoted_notes or {}).get((dataset, protocol, detector), ()))
+            tables.append(table)
     return tables
 
 
 def _detection_table(df, group: tuple[str, ...], dataset: str, protocol: str, detector: str) -> Table:
-    generators = sorted(df["generator"].unique())
+    from anobench.presets import SELECTION_NOTE
+    from anobench.published import QUOTED_MARK
+
+    generators = sorted(df["generator"].unique(), key=lambda g: (QUOTED_MARK in g, g))  # measured first
     categories = sorted(df["category"].unique())
     df = df[df["metric"].isin(group)]
     values = {key: grp["value"].to_numpy(dtype=float) for key, grp in df.groupby(["category", "generator", "metric"])}
@@ -171,6 +190,10 @@ def _detection_table(df, group: tuple[str, ...], dataset: str, protocol: str, de
         mean_cells.append(Cell(parts))
     rows.append(Row(["Mean"], mean_cells, rule_above=True))
     for row in rows:
+        for g, cell in zip(generators, row.cells):
+            if QUOTED_MARK in g:  # quoted numbers are shown, never ranked against measured ones
+                for v in cell.values:
+                    v.comparable = False
         _bold_best(row.cells, higher_is_better=[True] * len(group))
     labels = [METRIC_LABELS.get(m, m) for m in group]
     what = f"({', '.join(labels)})" if len(group) > 1 else labels[0]
@@ -185,6 +208,7 @@ def _detection_table(df, group: tuple[str, ...], dataset: str, protocol: str, de
     if leaky_generators:
         notes.append(f"{LEAKY_MARK} leaky: the test set shares images with the reference anomalies this "
                      "generator saw.")
+    notes.append(SELECTION_NOTE)
     title = f"{dataset}: {what} in %, detector {detector}, protocol {protocol}{_setup_caption(df)}"
     columns = [f"{g} {LEAKY_MARK}" if g in leaky_generators else g for g in generators]
     return Table(title, ["Category"], columns, labels, rows, notes)

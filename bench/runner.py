@@ -26,6 +26,8 @@ Config keys (relative paths are relative to the config file's folder)::
     sweep: {num: [100, 300], synthetic_fraction: [0.25, 0.75], mix: [{draem: 0.5, crop_paste: 0.5}]}
                                     # optional one-axis sweeps (anobench.sweeps): extra cells labelled
                                     # draem[num=100], mix[draem=0.5,crop_paste=0.5], ...
+    protocol_preset: anomalydiffusion   # optional: a paper's protocol (anobench.presets) instead
+                                        # of train.profile; sets the split and the test set too
 
 Cells run through an executor (:mod:`anobench.executors`): ``local``, one after another in this
 process, or ``ray``, each stage a Ray task; a failing cell is listed at the end, the others finish.
@@ -47,7 +49,7 @@ from anobench.errors import AnobenchError
 from anobench.safety import check_category_name
 
 RUN_KEYS = {"out", "dataset", "data_root", "categories", "seeds", "protocol", "generators", "train", "evaluate",
-            "report", "demo_data", "sweep"}
+            "report", "demo_data", "sweep", "protocol_preset"}
 GENERATOR_KEYS = {"name", "num", "anomaly_source", "model", "checkpoint", "batch_size", "set", "device"}
 TRAIN_KEYS = {"profile", "detector", "encoder", "encoder_weights", "set"}
 EVALUATE_KEYS = {"test_sets", "heatmaps"}
@@ -71,7 +73,7 @@ QUICKSTART: dict[str, Any] = {
     ],
     "train": {"profile": "quick", "detector": "unet",
               "set": {"image_size": 128, "steps": 120, "val_every": 40, "checkpoint_every": 40,
-                      "max_val_samples": 16, "val_normals": 6, "map_sigma": 2.0}},
+                      "max_val_samples": 16, "val_normals": 6}},
     "evaluate": {"test_sets": ["protocol"], "heatmaps": 6},
     "report": {"format": "markdown"},
 }
@@ -104,6 +106,7 @@ class RunConfig:
     report: dict[str, Any]
     demo_data: dict[str, Any] | None = None
     variants: list = field(default_factory=list)  # anobench.sweeps.Variant; empty: the generators as listed
+    protocol_preset: str | None = None
 
     def cells(self) -> list[tuple[str, str, int]]:
         labels = [v.label for v in self.variants] or [g.name for g in self.generators]
@@ -225,6 +228,9 @@ def parse_run_config(data: dict[str, Any], base: Path, source: str = "config") -
     bad = [t for t in test_sets if t not in TEST_SETS]
     if bad:
         raise AnobenchError(f"{source}: evaluate.test_sets: unknown {', '.join(bad)} (known: {', '.join(TEST_SETS)})")
+    protocol, preset = str(data.get("protocol", "thirds")), data.get("protocol_preset")
+    if preset is not None:
+        protocol, test_sets = _apply_preset(str(preset), data, train, evaluate, protocol, test_sets, source)
     report = _section(data, "report", source)
     _check_keys(f"{source}: report", report, REPORT_KEYS)
     if report.get("format", "markdown") not in REPORT_SUFFIX:
@@ -241,7 +247,7 @@ def parse_run_config(data: dict[str, Any], base: Path, source: str = "config") -
         categories=[check_category_name(str(c), f"{source}: categories:")
                     for c in _as_list(data.get("categories"), f"{source}: categories")],
         seeds=seeds,
-        protocol=str(data.get("protocol", "thirds")),
+        protocol=protocol,
         generators=generators,
         train=train,
         test_sets=test_sets,
@@ -249,11 +255,34 @@ def parse_run_config(data: dict[str, Any], base: Path, source: str = "config") -
         report=report,
         demo_data=None if data.get("demo_data") is None else _section(data, "demo_data", source),
         variants=parse_sweep(data.get("sweep"), generators, source) if data.get("sweep") is not None else [],
+        protocol_preset=None if preset is None else str(preset),
     )
 
 
-def load_run_config(path: str | Path | None = None, preset: str | None = None, out: str | Path | None = None) -> RunConfig:
-    """A run config from a YAML file or a named preset; ``out`` overrides its output folder."""
+def _apply_preset(name: str, data: dict, train: dict, evaluate: dict, protocol: str, test_sets: list[str],
+                  source: str) -> tuple[str, list[str]]:
+    """A protocol preset fixes the split and the default test set; it excludes ``train.profile``."""
+    from anobench.presets import get_preset
+
+    preset = get_preset(name)
+    if "profile" in train:
+        raise AnobenchError(f"{source}: give train.profile or protocol_preset, not both")
+    if preset.split is not None:
+        if "protocol" in data and protocol != preset.split:
+            raise AnobenchError(f"{source}: protocol {protocol!r} contradicts protocol_preset {name} "
+                                f"(split {preset.split!r}); drop the protocol key")
+        protocol = preset.split
+    if "test_sets" not in evaluate:
+        test_sets = [preset.test_set]
+    return protocol, test_sets
+
+
+def load_run_config(path: str | Path | None = None, preset: str | None = None, out: str | Path | None = None,
+                    protocol_preset: str | None = None) -> RunConfig:
+    """A run config from a YAML file or a named preset; ``out`` overrides its output folder.
+
+    ``protocol_preset`` sets (or replaces) the config's ``protocol_preset`` key.
+    """
     import yaml
 
     if (path is None) == (preset is None):
@@ -263,7 +292,7 @@ def load_run_config(path: str | Path | None = None, preset: str | None = None, o
             raise AnobenchError(f"unknown preset {preset!r} (known: quickstart)")
         root = Path(out) if out else Path.cwd() / QUICKSTART["out"]
         data = dict(QUICKSTART, out=str(root.resolve()), data_root=str((root / QUICKSTART["data_root"]).resolve()))
-        return parse_run_config(data, Path.cwd(), "preset quickstart")
+        return parse_run_config(_with_protocol_preset(data, protocol_preset), Path.cwd(), "preset quickstart")
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -273,10 +302,19 @@ def load_run_config(path: str | Path | None = None, preset: str | None = None, o
         raise AnobenchError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise AnobenchError(f"{path}: a run config is a YAML mapping")
-    config = parse_run_config(data, path.resolve().parent, str(path))
+    config = parse_run_config(_with_protocol_preset(data, protocol_preset), path.resolve().parent, str(path))
     if out is not None:
         config.out = Path(out).resolve()
     return config
+
+
+def _with_protocol_preset(data: dict[str, Any], name: str | None) -> dict[str, Any]:
+    if name is None:
+        return data
+    data = dict(data, protocol_preset=name)
+    data.pop("protocol", None)
+    data["train"] = {k: v for k, v in (data.get("train") or {}).items() if k != "profile"}
+    return data
 
 
 def _evaluated(run_dir: Path, protocol: str) -> bool:

@@ -125,6 +125,7 @@ def train_detector(
     precision: str = "auto",
     workers: int | None = None,
     deterministic: bool = False,
+    protocol_preset: str | None = None,
 ) -> TrainSummary:
     """Train (or resume) a detector on ``generated`` plus the category's normals into ``out``.
 
@@ -132,20 +133,32 @@ def train_detector(
     arguments only check them (``data_root`` points at moved data). The train/validation split
     is frozen into run.json at the first start and read back on resume, so a set that grew since
     does not move samples between the two. ``max_steps`` stops early after that many steps in
-    this call (the run stays resumable): tests use it to simulate a kill.
+    this call (the run stays resumable): tests use it to simulate a kill. ``protocol_preset``
+    (see :mod:`anobench.presets`) replaces ``profile`` with a paper's settings.
 
     ``device``/``precision``/``workers``/``deterministic`` say where it runs
     (:class:`anobench.devices.Execution`); run.json records them under ``execution``. On the
     CPU the defaults are main's fp32 loop, bit for bit.
     """
     execution = Execution.resolve(device, precision, workers, deterministic)
-    config = profile_config(profile, overrides, detector=detector, encoder=encoder, encoder_weights=encoder_weights)
     gen = GeneratedSet.open(generated)
     dataset, category = _check_generated(gen, dataset, category, Path(generated))
-    _check_image_size(gen, config.image_size, Path(generated))
     root = Path(data_root) if data_root is not None else gen.data_root()
-    check_train(root, category, generated, out, seed, config.image_size, config.batch_size)
-    data = load_category(dataset, root, category)
+    if protocol_preset is None:
+        config = profile_config(profile, overrides, detector=detector, encoder=encoder,
+                                encoder_weights=encoder_weights)
+        check_train(root, category, generated, out, seed, config.image_size, config.batch_size)
+        data = load_category(dataset, root, category)
+    else:  # a preset counts epochs over the category's training normals
+        from anobench.presets import check_split, get_preset, preset_config
+
+        data = load_category(dataset, root, category)
+        check_split(get_preset(protocol_preset), (gen.meta.get("protocol") or {}).get("name", "thirds"), str(generated))
+        config = preset_config(protocol_preset, len(data.train), overrides, detector=detector, encoder=encoder,
+                               encoder_weights=encoder_weights)
+        profile = f"preset:{protocol_preset}"  # what the rows' profile column shows
+        check_train(root, category, generated, out, seed, config.image_size, config.batch_size)
+    _check_image_size(gen, config.image_size, Path(generated))
     out = Path(out)
     torch.manual_seed(seed)
     model = build_detector(config.detector, config.encoder, config.encoder_weights)  # a bad encoder fails here
@@ -166,6 +179,7 @@ def train_detector(
         "protocol_split": gen.meta.get("protocol"),
         "seed": seed,
         "profile": profile,
+        "protocol_preset": protocol_preset,
         "detector": config.detector,
         "config": config_to_dict(config),
         "config_hash": config_hash(config),

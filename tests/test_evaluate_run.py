@@ -163,7 +163,7 @@ def test_result_rows_carry_the_setup(trained_run, tmp_path):
     assert {c: protocol[c] for c in SETUP_COLUMNS} == {
         "generator_config_hash": run["generator_config_hash"], "n_generated": "8", "reference_anomalies": "true",
         "encoder": run["config"]["encoder"], "encoder_weights": "none", "profile": "quick", "steps": "3",
-        "lr": "0.001", "image_size": "64", "map_sigma": "4", "n_test": "9", "n_test_anomalous": "6",
+        "lr": "0.001", "image_size": "64", "map_sigma": "0", "n_test": "9", "n_test_anomalous": "6",
         "leaky": "false"}
     # every test image includes the references crop_paste learnt from: flagged leaky
     everything = df[df["protocol"] == "all"].iloc[0]

@@ -12,9 +12,12 @@ from anobench.protocol import PROTOCOLS, split_category
 
 
 @pytest.mark.parametrize("n,expected", [
-    (10, {"thirds": (3, 3), "half": (5, 5), "anomalydiffusion": (4, 3), "dualanodiff": (3, 3)}),
-    (13, {"thirds": (4, 4), "half": (6, 6), "anomalydiffusion": (5, 4), "dualanodiff": (5, 5)}),
-    (22, {"thirds": (7, 7), "half": (11, 11), "anomalydiffusion": (8, 7), "dualanodiff": (8, 8)}),
+    (10, {"thirds": (3, 3), "half": (5, 5), "anomalydiffusion": (4, 3), "dualanodiff": (3, 3), "dhdiff": (5, 0)}),
+    (13, {"thirds": (4, 4), "half": (6, 6), "anomalydiffusion": (5, 4), "dualanodiff": (5, 4), "dhdiff": (6, 0)}),
+    (22, {"thirds": (7, 7), "half": (11, 11), "anomalydiffusion": (8, 7), "dualanodiff": (8, 7), "dhdiff": (11, 0)}),
+    # MVTec bottle's three defect types: DualAnoDiff tests from n//3 whatever it trained on
+    (20, {"thirds": (6, 6), "half": (10, 10), "anomalydiffusion": (7, 6), "dualanodiff": (6, 6), "dhdiff": (10, 0)}),
+    (21, {"thirds": (7, 7), "half": (10, 10), "anomalydiffusion": (8, 7), "dualanodiff": (8, 7), "dhdiff": (10, 0)}),
 ])
 def test_rules(n, expected):
     for name, rule in PROTOCOLS.items():
@@ -118,3 +121,21 @@ def test_frozen_split_reads_back_and_refuses_changed_pixels(tmp_path, demo_root)
 def test_unknown_protocol(demo_root):
     with pytest.raises(AnobenchError, match="unknown protocol"):
         split_category(load_category("mvtec_ad", demo_root, "disc"), "quarters")
+
+
+def test_dualanodiff_tests_from_a_third_and_is_flagged(tmp_path, demo_root):
+    """DualAnoDiff's evaluation loader starts the test set at n//3 even when it trained on n//3 + 1."""
+    data = load_category("mvtec_ad", _many(tmp_path, demo_root, n=13), "disc")
+    split = split_category(data, "dualanodiff")
+    holes_ref = [s.path.name for s in split.references if s.defect_type == "hole"]
+    holes_test = [s.path.name for s in split.test if s.defect_type == "hole"]
+    assert len(holes_ref) == 5 and holes_test[0] == "4.png" and len(holes_test) == 9
+    assert split.leaky and "4.png" in holes_ref
+
+
+def test_dhdiff_tests_every_image_and_is_flagged(tmp_path, demo_root):
+    data = load_category("mvtec_ad", _many(tmp_path, demo_root, n=12), "disc")
+    split = split_category(data, "dhdiff")
+    assert {s.path for s in split.test} == {s.path for s in data.test}
+    assert len([s for s in split.references if s.defect_type == "hole"]) == 6
+    assert split.leaky and split.summary(data)["leaky"] is True
