@@ -21,6 +21,7 @@ class _Group(click.Group):
     """Click group that turns exceptions into one-line messages."""
 
     def invoke(self, ctx: click.Context):
+        _one_line_warnings()
         try:
             return super().invoke(ctx)
         except AnobenchError as exc:
@@ -31,12 +32,37 @@ class _Group(click.Group):
             ctx.exit(130)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except OSError as exc:  # disk full, read-only disk, permissions: name the file and the cause
+            from anobench.safety import os_error
+
+            click.echo(f"error: {os_error(exc)}", err=True)
+            ctx.exit(2)
+        except MemoryError:
+            click.echo("error: out of memory; use a smaller --image-size, --batch-size or --num", err=True)
+            ctx.exit(2)
         except Exception as exc:  # noqa: BLE001 - last line of defence against tracebacks
             if os.environ.get("ANOBENCH_DEBUG"):
                 raise
             message = str(exc).splitlines()[0] if str(exc) else ""
             click.echo(f"error: {exc.__class__.__name__}: {message} (set ANOBENCH_DEBUG=1 for a traceback)", err=True)
             ctx.exit(1)
+
+
+def _one_line_warnings() -> None:
+    """anobench warnings print as ``warning: <message>`` on stderr, like errors; others as usual."""
+    import warnings
+
+    from anobench.errors import AnobenchWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, AnobenchWarning):
+            click.echo(f"warning: {message}", err=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -104,13 +130,14 @@ def datasets() -> None:
 @click.option("--category", "categories", multiple=True, help="Only these categories (default: all found).")
 def datasets_check(root, dataset, categories) -> None:
     """Count every category's images, list every problem and duplicate image; exit 1 on any problem."""
-    from anobench.datasets import check_category, list_categories, load_category
+    from anobench.datasets import LAYOUTS, check_category, list_categories, load_category
     from anobench.protocol import find_duplicates
 
     names = list(categories) or list_categories(dataset, root)
     if not names:
-        raise AnobenchError(f"{root}: no {dataset} categories found")
-    problems = 0
+        click.echo(f"expected {dataset} layout:\n{LAYOUTS[dataset]}", err=True)
+        raise AnobenchError(f"{root}: no {dataset} categories found (expected layout above)")
+    problems = n_warnings = 0
     for name in names:
         try:
             data = load_category(dataset, root, name)
@@ -132,10 +159,11 @@ def datasets_check(root, dataset, categories) -> None:
         for group in find_duplicates(data):
             click.echo(f"  duplicate pixels: {' = '.join(group)}")
         problems += len(found)
+        n_warnings += len(warnings)
     if problems:
-        click.echo(f"{problems} problem(s) found", err=True)
+        click.echo(f"{problems} problem(s) found" + (f", {n_warnings} warning(s)" if n_warnings else ""), err=True)
         sys.exit(1)
-    click.echo("no problems found")
+    click.echo(f"no problems found, {n_warnings} warning(s) above" if n_warnings else "no problems found")
 
 
 @cli.command("demo-data")
@@ -144,12 +172,15 @@ def datasets_check(root, dataset, categories) -> None:
 @click.option("--size", default=256, show_default=True, type=click.IntRange(min=64))
 @click.option("--train", "n_train", default=40, show_default=True, type=click.IntRange(min=1), help="Good training images per category.")
 def demo_data(out, seed, size, n_train) -> None:
-    """Write a small procedural MVTec-layout dataset (textures and an object) to OUT."""
-    from anobench.demo import make_demo_dataset
+    """Write a small procedural MVTec-layout dataset (textures and an object) to OUT.
 
-    counts = make_demo_dataset(out, seed=seed, size=size, n_train=n_train)
-    summary = ", ".join(f"{cat} ({n} images)" for cat, n in counts.items())
-    click.echo(f"{out}: {summary}")
+    An earlier demo dataset in OUT is replaced as a whole; a folder holding anything else is refused.
+    """
+    from anobench.demo import make_demo_dataset
+    from anobench.safety import check_seed
+
+    check_seed(seed)
+    click.echo(make_demo_dataset(out, seed=seed, size=size, n_train=n_train).line())
 
 
 @cli.command("score-generation")
@@ -188,33 +219,41 @@ def score_generation(folder, dataset, data_root, category, split, metrics, ic_va
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", default="markdown", show_default=True, help="latex, markdown, csv or html.")
 @click.option("--metrics", multiple=True, metavar="NAMES", help="Comma list of metrics to show (default: all).")
-@click.option("--layout", help="paper (Tables II and IV, the default), table2, table4, pair or per-metric.")
+@click.option("--layout", help="per-metric (the default: one table per metric), paper (Tables II and IV), "
+              "table2, table4 or pair.")
+@click.option("--primary", help="Metric the verdict ranks by (default: pixel_ap; see README).")
+@click.option("--standalone", is_flag=True, help="LaTeX: a whole document that compiles alone.")
 @click.option("--generated", multiple=True, type=click.Path(path_type=Path),
               help="HTML: generated sets (or a folder of them) to show samples from.")
 @click.option("--images", default=8, show_default=True, type=click.IntRange(min=0), help="HTML: images per generator.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Write the report here instead of stdout.")
-@click.option("--primary", help="Metric the verdict judges (default: image_auroc).")
 @click.option("--resamples", default=1000, show_default=True, type=click.IntRange(min=10),
               help="Bootstrap resamples of the test images.")
 @click.option("--stats-seed", default=0, show_default=True, type=click.IntRange(min=0), help="Bootstrap seed.")
 @click.option("--figures", "figures_dir", type=click.Path(path_type=Path),
               help="Folder for the figures (default: OUT's folder / figures when --out is given).")
-@click.option("--no-stats", is_flag=True, help="Tables only: no verdict, intervals, tests or figures.")
-def report(results, fmt, metrics, layout, generated, images, out, primary, resamples, stats_seed, figures_dir,
-           no_stats) -> None:
-    """Tables from RESULTS files (or run folders): categories x generators, like the papers.
+@click.option("--no-stats", is_flag=True, help="Tables only: no intervals, tests or figures.")
+def report(results, fmt, metrics, layout, primary, standalone, generated, images, out, resamples, stats_seed,
+           figures_dir, no_stats) -> None:
+    """The verdict, then tables from RESULTS files (or run folders): categories x generators.
 
-    Opens with the verdict on the primary metric and adds 95% intervals, paired tests, ranks and
-    figures, all from the per-image data stored by `anobench evaluate` (no model is re-run).
+    The verdict and its 95% intervals, paired tests, ranks and figures come from the per-image
+    data stored by `anobench evaluate` (no model is re-run). ``--format csv`` writes the tidy
+    result rows themselves.
     """
     from anobench.images import atomic_write_text
     from anobench.report import report_files
 
     names = [m for entry in metrics for m in entry.split(",") if m.strip()] or None
+    if out is not None:
+        from anobench.safety import check_report_output
+
+        check_report_output(out, results)
     if figures_dir is None and out is not None and not no_stats:
         figures_dir = out.parent / "figures"
     text = report_files(results, fmt, names, layout, generated=generated, images=images, statistics=not no_stats,
-                        resamples=resamples, stats_seed=stats_seed, primary=primary, figures_dir=figures_dir)
+                        resamples=resamples, stats_seed=stats_seed, primary=primary, figures_dir=figures_dir,
+                        standalone=standalone, out=out)
     if out is None:
         click.echo(text, nl=not text.endswith("\n"))
     else:
@@ -321,7 +360,9 @@ def train_generator_cmd(generator, dataset, data_root, category, out, model, ste
     """Train a generator on one category's few-shot reference anomalies and normal images."""
     from anobench.config import parse_overrides
     from anobench.generator_training import train_generator
+    from anobench.safety import check_seed
 
+    check_seed(seed)
     summary = train_generator(
         generator, dataset, data_root, category, out, model=model, steps=steps, seed=seed, split=split,
         device=device, overrides=parse_overrides(overrides), progress=not quiet,

@@ -65,7 +65,10 @@ def apply_overrides(config: C, overrides: dict[str, str]) -> C:
                 f"unknown --set key {key!r} for {type(config).__name__} "
                 f"(known: {', '.join(sorted(fields))})"
             )
-        changes[key] = _coerce(hints[key], parse_typed(hints[key], raw, key), key)
+        try:
+            changes[key] = _coerce(hints[key], parse_typed(hints[key], raw, key), key)
+        except AnobenchError as exc:
+            raise AnobenchError(f"--set {key}={raw}: {exc}") from None
     new = dataclasses.replace(config, **changes)
     validate = getattr(new, "validate", None)
     if callable(validate):

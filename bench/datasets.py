@@ -18,7 +18,8 @@ from typing import Callable
 import numpy as np
 
 from anobench.errors import AnobenchError
-from anobench.images import IMAGE_SUFFIXES, image_size, read_mask, read_rgb
+from anobench.images import IMAGE_SUFFIXES, image_size, mask_warnings, read_mask, read_rgb
+from anobench.safety import check_category_name
 
 NORMAL = "good"
 
@@ -167,6 +168,27 @@ def _read_btad(root: Path, category: str) -> CategoryData:
     return CategoryData("btad", category, base, train, test)
 
 
+def _csv_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+    """Rows of a dataset CSV file; bad encoding, bad quoting or missing columns name the file."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            columns = reader.fieldnames or []
+    except UnicodeDecodeError as exc:
+        raise AnobenchError(f"{path}: not UTF-8 text; re-save the file as UTF-8") from None
+    except csv.Error as exc:
+        raise AnobenchError(f"{path}: not a valid CSV file ({exc})") from None
+    except OSError as exc:
+        from anobench.safety import os_error
+
+        raise os_error(exc, path) from None
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise AnobenchError(f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(map(str, columns)) or 'none'})")
+    return rows
+
+
 def _read_visa(root: Path, category: str) -> CategoryData:
     split_csv = root / "split_csv" / "1cls.csv"
     if not split_csv.exists():
@@ -174,26 +196,26 @@ def _read_visa(root: Path, category: str) -> CategoryData:
     defect_names: dict[str, str] = {}
     anno = root / category / "image_anno.csv"
     if anno.exists():
-        with anno.open(newline="") as handle:
-            for row in csv.DictReader(handle):
-                name = (row.get("label") or "").strip()
-                if name and name != "normal":
-                    defect_names[Path(row.get("image", "")).name] = name.replace(" ", "_").replace(",", "+")
+        for row in _csv_rows(anno, ()):
+            name = (row.get("label") or "").strip()
+            if name and name != "normal":
+                defect_names[Path(row.get("image") or "").name] = name.replace(" ", "_").replace(",", "+")
     train: list[Sample] = []
     test: list[Sample] = []
-    with split_csv.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row.get("object") != category:
-                continue
-            img = root / row["image"]
-            anomalous = row.get("label", "").strip().lower() == "anomaly"
-            if not anomalous:
-                (train if row.get("split") == "train" else test).append(Sample(img, 0, NORMAL))
-                continue
-            if not row.get("mask"):
-                raise AnobenchError(f"{img}: missing mask in {split_csv}")
-            sample = Sample(img, 1, defect_names.get(img.name, "anomaly"), (root / row["mask"],))
-            (train if row.get("split") == "train" else test).append(sample)
+    for row in _csv_rows(split_csv, ("object", "split", "label", "image")):
+        if row.get("object") != category:
+            continue
+        if not row.get("image"):
+            raise AnobenchError(f"{split_csv}: a row of category {category!r} has no image")
+        img = root / row["image"]
+        anomalous = (row.get("label") or "").strip().lower() == "anomaly"
+        if not anomalous:
+            (train if row.get("split") == "train" else test).append(Sample(img, 0, NORMAL))
+            continue
+        if not row.get("mask"):
+            raise AnobenchError(f"{img}: missing mask in {split_csv}")
+        sample = Sample(img, 1, defect_names.get(img.name, "anomaly"), (root / row["mask"],))
+        (train if row.get("split") == "train" else test).append(sample)
     if not train and not test:
         raise AnobenchError(f"{split_csv}: no rows for category {category!r}")
     # VisA's 1cls split has no anomalies in train; keep only normals there.
@@ -235,6 +257,29 @@ READERS: dict[str, Callable[[Path, str], CategoryData]] = {
 }
 
 
+# The folder tree each reader expects, for messages when a root holds no category (and the README).
+LAYOUTS: dict[str, str] = {
+    "mvtec_ad": """ROOT/<category>/
+    train/good/*.png                  normal training images
+    test/good/*.png                   normal test images
+    test/<defect>/*.png               anomalous test images, one folder per defect type
+    ground_truth/<defect>/<stem>_mask.png   one mask per anomalous image (> 0 = defect)""",
+    "mvtec_loco": """ROOT/<category>/
+    train/good/*.png, test/good/*.png, test/<defect>/*.png
+    ground_truth/<defect>/<stem>/*.png   one or more masks per image (their union is the defect)""",
+    "btad": """ROOT/<category>/
+    train/ok/*.png, test/ok/*.png, test/ko/*.png
+    ground_truth/ko/<stem>.png""",
+    "visa": """ROOT/split_csv/1cls.csv             columns object, split, label, image, mask
+ROOT/<category>/Data/Images/..., Data/Masks/...   (paths as in the csv)""",
+    "folder": """ROOT/<category>/
+    good/*.png                        normal images (every 5th is held out as a test normal)
+    <defect>/*.png                    anomalous images, one folder per defect type
+    masks/<defect>/<stem>.png         one mask per anomalous image (or <stem>_mask.png; > 0 = defect)""",
+}
+LAYOUTS["mpdd"] = LAYOUTS["mvtec_ad"]
+
+
 def list_categories(dataset: str, root: str | Path) -> list[str]:
     """Category names found under ``root`` for a dataset layout."""
     root = _check_root(dataset, root)
@@ -242,8 +287,7 @@ def list_categories(dataset: str, root: str | Path) -> list[str]:
         split_csv = root / "split_csv" / "1cls.csv"
         if not split_csv.exists():
             raise AnobenchError(f"{split_csv}: missing VisA split file")
-        with split_csv.open(newline="") as handle:
-            return sorted({row["object"] for row in csv.DictReader(handle)})
+        return sorted({row["object"] for row in _csv_rows(split_csv, ("object",)) if row["object"]})
     if dataset == "btad":
         return _categories_with(root, lambda p: (p / "train" / "ok").is_dir())
     if dataset == "folder":
@@ -263,6 +307,7 @@ def _check_root(dataset: str, root: str | Path) -> Path:
 def load_category(dataset: str, root: str | Path, category: str) -> CategoryData:
     """Read one category's file lists (no pixels yet), with one-line errors on a broken layout."""
     root = _check_root(dataset, root)
+    check_category_name(category)
     if dataset != "visa" and not (root / category).is_dir():
         found = ", ".join(list_categories(dataset, root)) or "none"
         raise AnobenchError(f"{root / category}: category {category!r} not found (found: {found})")
@@ -298,6 +343,8 @@ def check_category(data: CategoryData, size: int | None = None) -> tuple[list[st
         try:
             sample.image(size)
             if sample.mask_paths:
+                for mask_path in sample.mask_paths:
+                    warnings.extend(mask_warnings(mask_path))
                 if not sample.mask(size).any():
                     warnings.append(f"{sample.mask_paths[0]}: empty mask for an anomalous image")
         except AnobenchError as exc:

@@ -7,3 +7,7 @@ class AnobenchError(Exception):
     Raise it with a message that names the file or option at fault; the CLI prints
     ``error: <message>`` and exits with status 2, never a traceback.
     """
+
+
+class AnobenchWarning(UserWarning):
+    """Something the user should know that does not stop the command (the CLI prints one line)."""

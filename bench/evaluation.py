@@ -111,12 +111,23 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
     if test_set not in TEST_SETS:
         raise AnobenchError(f"unknown test set {test_set!r} (known: {', '.join(TEST_SETS)})")
     started = time.perf_counter()
-    run = TrainedRun.open(run_dir)
+    from anobench.results import check_appendable
+    from anobench.safety import check_output, folder_writable
+
+    run = TrainedRun.open(run_dir)  # run.json and the checkpoint's presence, before any real work
     meta = run.meta
+    folder = Path(run_dir)
+    results_path = Path(results) if results else folder / RESULTS_FILENAME
     root = Path(data_root) if data_root is not None else resolve_stored_path(Path(run_dir), meta, "data_root")
     if root is None:
         raise AnobenchError(f"{run_dir}: the dataset it was trained on is not at "
                             f"{meta.get('data_root_abs') or meta.get('data_root')}; pass --data-root")
+    check_output(results_path, "--results", {"--data-root": root}, folders=["--data-root"])
+    if results is None and not folder_writable(folder):
+        raise AnobenchError(f"{folder}: run folder is not writable (read-only media?); "
+                            "give --results elsewhere to evaluate it")
+    check_appendable(results_path)
+    keep_files = folder_writable(folder)  # per-image scores and heat maps live in the run folder
     data = load_category(meta["dataset"], root, meta["category"])
     split = _run_split(data, meta, Path(run_dir))
     if test_set == ALL_TEST_IMAGES:
@@ -144,13 +155,20 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
     masks_arr = np.stack(masks)
     metrics = detection_metrics(scores, labels, maps, masks_arr)
 
-    folder = Path(run_dir)
-    _write_scores(folder / f"scores-{protocol}.csv", samples, data, scores)
-    varied = dict(setup or {})
-    label = str(varied.pop("label", meta["generator"]))
-    _write_per_image(folder, protocol, dict(meta, generator=label), samples, data, scores, labels, maps, masks_arr,
-                     varied)
-    if heatmaps and test_set != ALL_TEST_IMAGES:
+    if keep_files:
+        _write_scores(folder / f"scores-{protocol}.csv", samples, data, scores)
+        varied = dict(setup or {})
+        label = str(varied.pop("label", meta["generator"]))
+        _write_per_image(folder, protocol, dict(meta, generator=label), samples, data, scores, labels, maps,
+                         masks_arr, varied)
+    else:
+        import warnings
+
+        from anobench.errors import AnobenchWarning
+
+        warnings.warn(f"{folder}: read-only, so per-image scores, maps and heat maps are not saved", AnobenchWarning,
+                      stacklevel=2)
+    if keep_files and heatmaps and test_set != ALL_TEST_IMAGES:
         save_heatmaps(folder / HEATMAP_DIR, samples, images, masks, maps, scores, limit=heatmaps)
     setup = setup_columns(meta, run.config, n_test=len(samples), n_anomalous=int(labels.sum()), leaky=leaky)
     rows = [{
@@ -158,7 +176,6 @@ def evaluate(run_dir: str | Path, test_set: str = "protocol", data_root: str | P
         "detector": meta["detector"], "seed": int(meta["seed"]), "protocol": protocol, "metric": name,
         "value": float(value), "config_hash": result_config_hash(meta), "version": anobench.__version__, **setup,
     } for name, value in metrics.items()]
-    results_path = Path(results) if results else folder / RESULTS_FILENAME
     append_rows(results_path, rows)
     return Evaluation(folder, protocol, len(samples), int(labels.sum()), metrics, rows, results_path,
                       time.perf_counter() - started)

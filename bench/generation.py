@@ -8,6 +8,7 @@ can be any size, and the files are byte-identical to an uninterrupted run.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import resource
 import sys
 import time
@@ -33,6 +34,7 @@ from anobench.images import read_rgb
 from anobench.artifacts import relative_path
 from anobench.progress import progress_bar
 from anobench.protocol import ProtocolSplit, split_category, split_mismatch
+from anobench.safety import check_generate
 from anobench.store import DatasetWriter
 
 
@@ -174,6 +176,7 @@ def generate_dataset(
     if seed < 0:
         raise AnobenchError(f"--seed must be a non-negative integer, got {seed}")
     gen = build_generator(generator, overrides)
+    check_generate(gen.name, data_root, category, num, out, seed, image_size, batch_size, anomaly_source, checkpoint)
     data, protocol, context = prepare_context(gen, dataset, data_root, category, split, image_size,
                                               anomaly_source, model, checkpoint, device, drop_duplicates)
     split_record = protocol.summary(data)
@@ -201,26 +204,29 @@ def generate_dataset(
         "anobench_version": anobench.__version__,
     }
     with DatasetWriter(folder, meta, verify=verify) as writer:
-        todo = [i for i in range(num) if i not in writer.done]
+        done = writer.done
+        n_todo = num - sum(1 for i in done if i < num)
+        todo = (i for i in range(num) if i not in done)  # lazy: a huge --num builds no index list
         started = time.perf_counter()
-        if todo:
-            _generate(gen, context, data, writer, todo, num, seed, image_size, batch_size, progress)
+        if n_todo:
+            _generate(gen, context, data, writer, todo, n_todo, num, seed, image_size, batch_size, progress)
         elapsed = time.perf_counter() - started
         status = "complete" if len(writer.done) >= num else "running"
         total_seconds = sum(r.get("seconds", 0.0) for r in writer.rows.values())
-        if todo:  # a re-run with nothing to make keeps the cost recorded by the runs that made the set
+        if n_todo:  # a re-run with nothing to make keeps the cost recorded by the runs that made the set
             writer.record_cost(peak_memory_mb(), status=status, num=len(writer.done),
                                seconds_per_sample=round(total_seconds / max(len(writer.done), 1), 4))
         elif writer.meta.get("status") != status or writer.meta.get("num") != len(writer.done):
             writer.write_meta(status=status, num=len(writer.done))
-        return GenerationSummary(folder, len(todo), len(writer.done), elapsed, len(writer.dropped),
+        return GenerationSummary(folder, n_todo, len(writer.done), elapsed, len(writer.dropped),
                                  len(split_record["dropped"]))
 
 
 def _generate(gen: Generator, context: GenerationContext, data: CategoryData, writer: DatasetWriter,
-              todo: list[int], num: int, seed: int, image_size: int, batch_size: int, progress: bool) -> None:
+              todo: Iterable[int], n_todo: int, num: int, seed: int, image_size: int, batch_size: int,
+              progress: bool) -> None:
     gen.setup(context)
-    bar = progress_bar(total=num, initial=num - len(todo), desc=f"{gen.name}/{data.category}", unit="img",
+    bar = progress_bar(total=num, initial=num - n_todo, desc=f"{gen.name}/{data.category}", unit="img",
                        disable=not progress)
     for batch in _chunks(todo, batch_size):
         requests = [_request(data, seed, i, image_size) for i in batch]
@@ -298,6 +304,7 @@ def _check_anomaly_source(folder: str | Path | None) -> Path | None:
     return folder.resolve()
 
 
-def _chunks(items: list[int], size: int) -> Iterable[list[int]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+def _chunks(items: Iterable[int], size: int) -> Iterable[list[int]]:
+    items = iter(items)
+    while batch := list(itertools.islice(items, size)):
+        yield batch

@@ -212,8 +212,8 @@ def _setup_caption(df) -> str:
 
 def _layout_groups(layout: str | None, metrics: list[str] | None, det_names: list[str]) -> list[tuple[str, ...]]:
     det_metrics = None if metrics is None else [m for m in metrics if m in det_names]
-    if layout is None:
-        layout = "paper" if metrics is None else "per-metric"
+    if layout is None:  # one table per stored metric; bold marks the best generator of each category
+        layout = "per-metric"
     if layout not in LAYOUTS:
         raise AnobenchError(f"--layout: unknown layout {layout!r} (choose from {', '.join(LAYOUTS)})")
     if layout in ("paper", "table2", "table4"):

@@ -23,16 +23,32 @@ def _cell_text(cell: Cell, bold: Callable[[str], str], pm: str = " ± ", escape:
 def _latex_escape(text: str) -> str:
     table = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
              "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-             "±": r"$\pm$", "†": r"$^\dagger$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", MISSING: "--"}
+             "±": r"$\pm$", "†": r"$^\dagger$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", MISSING: "--",
+             "−": r"$-$", "≥": r"$\geq$", "≤": r"$\leq$", "×": r"$\times$"}
     return "".join(table.get(ch, ch) for ch in str(text))
 
 
-def write_latex(tables: list[Table]) -> str:
-    """booktabs tables (``\\usepackage{booktabs}``), one ``table`` float each."""
+def latex_label(title: str, number: int) -> str:
+    """A stable ``\\label`` key for a table: ``tab:anobench-<n>-<slug of the title>``."""
+    import re
+
+    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:40].rstrip("-")
+    return f"tab:anobench-{number}-{slug}"
+
+
+LATEX_PREAMBLE = ("\\documentclass{article}\n\\usepackage[T1]{fontenc}\n\\usepackage[utf8]{inputenc}\n"
+                  "\\usepackage{booktabs}\n\\usepackage{graphicx}\n\\usepackage[margin=2cm,landscape]{geometry}\n"
+                  "\\begin{document}\n")
+
+
+def write_latex(tables: list[Table], standalone: bool = False) -> str:
+    """booktabs tables, one ``table`` float each with a ``\\label``; ``standalone``: a whole document."""
     out = ["% anobench report: needs \\usepackage{booktabs}"]
-    for t in tables:
+    for number, t in enumerate(tables, 1):
         spec = "l" * len(t.row_header) + "c" * len(t.columns)
+        wide = len(t.row_header) + len(t.columns) > 8
         out += ["\\begin{table}[t]", "\\centering", f"\\caption{{{_latex_escape(t.title)}}}",
+                f"\\label{{{latex_label(t.title, number)}}}"] + (["\\resizebox{\\linewidth}{!}{%"] if wide else []) + [
                 f"\\begin{{tabular}}{{{spec}}}", "\\toprule",
                 " & ".join(_latex_escape(h) for h in t.row_header + t.columns) + " \\\\", "\\midrule"]
         for row in t.rows:
@@ -41,11 +57,12 @@ def write_latex(tables: list[Table]) -> str:
             cells = [_cell_text(c, lambda s: f"\\textbf{{{s}}}", pm=" $\\pm$ ", escape=_latex_escape, missing="--")
                      for c in row.cells]
             out.append(" & ".join([_latex_escape(x) for x in row.label] + cells) + " \\\\")
-        out += ["\\bottomrule", "\\end{tabular}"]
+        out += ["\\bottomrule", "\\end{tabular}"] + (["}"] if wide else [])
         for note in t.notes:
             out.append(f"\\par\\smallskip{{\\footnotesize {_latex_escape(note)}}}")
         out += ["\\end{table}", ""]
-    return "\n".join(out)
+    text = "\n".join(out)
+    return LATEX_PREAMBLE + text + "\n\\end{document}\n" if standalone else text
 
 
 def _md_escape(text: str) -> str:

@@ -6,24 +6,39 @@ columns with ``detector = "-"``. Tidy rows from many runs concatenate into one t
 all the report needs; the ``config_hash`` and ``version`` columns say which settings and code
 made the number.
 
-Appends never corrupt what is already stored: under an exclusive lock, the whole file is
-rewritten to a temp file and renamed over the old one, so a crash leaves either the old or
-the new file, and parallel evaluators never lose each other's rows.
+The API is two calls, :func:`append_rows` (``store, rows``) and :func:`read_rows` (``store``). A
+store is one of:
+
+* a file, ``results.csv`` (or ``.parquet``): appends run under an exclusive lock on a sibling
+  ``.results.csv.lock``, so parallel writers on one machine never lose each other's rows. CSV
+  rows are appended in place (one ``write`` per call, fsynced): a symlink is written through and
+  the file keeps its mode and owner. A last line without its line end is a torn write (a kill
+  or a full disk mid-append): it is never read as data, and the next append cuts it off before
+  writing. Parquet is rewritten to a temp file and renamed (through symlinks, mode kept).
+* a folder whose name ends in ``.d`` (e.g. ``results.d``): every append writes a new part file
+  ``part-<time>-<host>-<pid>-<random>.csv`` by temp file + rename, and reads merge the parts in
+  name (time) order. No lock and no shared file, so many processes on many hosts (Ray workers on
+  a shared filesystem, NFS included) append without loss.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import importlib.util
 import io
 import math
 import os
+import socket
+import time
+import uuid
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from anobench.errors import AnobenchError
+from anobench.errors import AnobenchError, AnobenchWarning
 from anobench.images import atomic_write_bytes
 
 BASE_COLUMNS = ("dataset", "category", "generator", "detector", "seed", "protocol", "metric", "value",
@@ -40,47 +55,165 @@ KEY_COLUMNS = ("dataset", "category", "generator", "detector", "seed", "protocol
 # Names a run folder uses: the evaluator writes RUN/results.csv and RUN/heatmaps/*.png
 RESULTS_FILENAME = "results.csv"
 RESULTS_FILENAMES = ("results.csv", "results.parquet")
+# a folder store (one part file per append) has a name ending in this suffix, e.g. results.d
+STORE_SUFFIX = ".d"
+STORE_DIRNAME = "results.d"
 HEATMAP_DIR = "heatmaps"
 # rows with this detector hold generation-quality values, not detection values
 NO_DETECTOR = "-"
+_HEADER = (",".join(RESULT_COLUMNS) + "\n").encode()
 
 
-def append_rows(path: str | os.PathLike, rows: Any) -> Path:
-    """Append tidy rows (dicts or a DataFrame with exactly :data:`RESULT_COLUMNS`) to a results file.
+def is_folder_store(path: str | os.PathLike) -> bool:
+    """True for a folder store (a path whose name ends in ``.d``), existing or not."""
+    return Path(path).name.endswith(STORE_SUFFIX) and not Path(path).is_file()
 
-    ``.parquet`` paths need pyarrow; every other path is CSV. The header of an existing file
-    must match, else nothing is written.
+
+def append_rows(store: str | os.PathLike, rows: Any) -> Path:
+    """Append tidy rows (dicts or a DataFrame with exactly :data:`RESULT_COLUMNS`) to a store.
+
+    ``store`` is a results file (``.parquet`` needs pyarrow; anything else is CSV) or a folder
+    store ``*.d``. The header of an existing file must match, else nothing is written. Returns
+    the store's path (for a folder store, the folder).
     """
     import pandas as pd
 
-    path = Path(path)
+    store = Path(store)
     new = _rows_frame(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    parquet = path.suffix.lower() == ".parquet"
+    if is_folder_store(store):
+        _append_part(store, new)
+        return store
+    if store.is_dir():
+        raise AnobenchError(f"{store}: is a folder; give a results file (.csv, .parquet) or a folder store "
+                            f"named *{STORE_SUFFIX}")
+    target = Path(os.path.realpath(store))  # through symlinks: the link's target gets the rows
+    parquet = target.suffix.lower() == ".parquet"
     if parquet:
-        _require_parquet(path)
-    with _locked(path):
-        exists = path.exists() and path.stat().st_size > 0
+        _require_parquet(store)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from anobench.safety import os_error
+
+        raise os_error(exc, target.parent) from None
+    with _locked(target):
+        exists = target.exists() and target.stat().st_size > 0
         if parquet:
-            frame = pd.concat([_read_one(path), new], ignore_index=True) if exists else new
+            frame = pd.concat([_read_one(target), new], ignore_index=True) if exists else new
             buffer = io.BytesIO()
             frame.to_parquet(buffer, index=False)
-            atomic_write_bytes(path, buffer.getvalue(), durable=True)
+            atomic_write_bytes(target, buffer.getvalue(), durable=True)
         else:
-            old = b""
-            legacy = False
-            if exists:
-                legacy = _read_one(path, rows=False).attrs.get("legacy", False)  # header check
-                if legacy:  # an older file without the setup columns: rewrite it with them
-                    exists = False
-                    new = pd.concat([_read_one(path), new], ignore_index=True)
-                else:
-                    old = path.read_bytes()
-                    if not old.endswith(b"\n"):
-                        old += b"\n"
-            body = new.to_csv(index=False, header=not exists, lineterminator="\n")
-            atomic_write_bytes(path, old + body.encode("utf-8"), durable=True)
+            _append_csv(target, new)
+    return store
+
+
+def check_appendable(store: str | os.PathLike, option: str = "--results") -> None:
+    """Cheap checks that an append to ``store`` would succeed, for callers with expensive work first.
+
+    Refuses a folder that is not a folder store, an existing file with another header, and a
+    place that cannot be written (read-only disk, no permission), naming the path.
+    """
+    from anobench.safety import check_writable
+
+    store = Path(store)
+    if is_folder_store(store):
+        check_writable(store, option)
+        return
+    if store.is_dir():
+        raise AnobenchError(f"{option} {store}: is a folder; give a results file (.csv, .parquet) or a folder "
+                            f"store named *{STORE_SUFFIX}")
+    target = Path(os.path.realpath(store))
+    if target.suffix.lower() == ".parquet":
+        _require_parquet(target)
+    if target.exists() and target.stat().st_size:
+        if target.suffix.lower() == ".parquet":
+            _read_one(target)
+        else:
+            with open(target, "rb") as handle:
+                first = handle.readline()
+            if first.endswith(b"\n"):
+                _check_header(target, first[:-1])
+    check_writable(target, option)
+
+
+def _append_csv(path: Path, new: "pd.DataFrame") -> None:  # noqa: F821
+    """Append rows in place under the caller's lock; a torn last line is cut off first."""
+    from anobench.safety import os_error
+
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
+    except OSError as exc:
+        raise os_error(exc, path) from None
+    try:
+        size = os.fstat(fd).st_size
+        keep = size
+        if size:
+            old = _pread_all(fd, size)
+            keep = old.rfind(b"\n") + 1  # whole lines only: drop a torn last line
+            if keep and _check_header(path, old[:old.index(b"\n")]):
+                # an older file without the setup columns: rewrite it whole with them (atomic, mode kept)
+                import pandas as pd
+
+                frame = pd.concat([_read_one(path), new], ignore_index=True)
+                atomic_write_bytes(path, frame.to_csv(index=False, lineterminator="\n").encode("utf-8"),
+                                   durable=True)
+                return
+        body = new.to_csv(index=False, header=False, lineterminator="\n").encode("utf-8")
+        data = (b"" if keep else _HEADER) + body
+        try:
+            if keep != size:
+                os.ftruncate(fd, keep)
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+            os.fsync(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, keep)  # a partial append (disk full) leaves no torn row behind
+            raise os_error(exc, path) from None
+    finally:
+        os.close(fd)
+
+
+def _pread_all(fd: int, size: int) -> bytes:
+    chunks, offset = [], 0
+    while offset < size:
+        chunk = os.pread(fd, size - offset, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def _check_header(path: Path, line: bytes) -> bool:
+    """Refuse a foreign header; True for the older layout without the setup columns."""
+    import csv as _csv
+
+    try:
+        header = next(_csv.reader([line.decode("utf-8").rstrip("\r")]))
+    except (UnicodeDecodeError, StopIteration):
+        raise AnobenchError(f"{path}: not a results CSV (unreadable header)") from None
+    if tuple(header) == BASE_COLUMNS:
+        return True
+    _check_columns(path, header)
+    return False
+
+
+def _append_part(folder: Path, new: "pd.DataFrame") -> Path:  # noqa: F821
+    """One new part file per append: unique name, temp file + rename, so no writer waits or loses."""
+    host = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())[:40] or "host"
+    name = f"part-{time.time_ns():020d}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}.csv"
+    body = _HEADER + new.to_csv(index=False, header=False, lineterminator="\n").encode("utf-8")
+    path = folder / name
+    atomic_write_bytes(path, body, durable=True)
     return path
+
+
+def read_rows(store: str | os.PathLike | Iterable[str | os.PathLike]) -> "pd.DataFrame":  # noqa: F821
+    """All rows of a store (file or ``*.d`` folder), or of several; see :func:`read_results`."""
+    return read_results(store)
 
 
 def read_results(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> "pd.DataFrame":  # noqa: F821
@@ -88,28 +221,44 @@ def read_results(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> "pd.
 
     Columns are exactly :data:`RESULT_COLUMNS`; ``seed`` is an int, ``value`` a float (NaN for
     values that could not be computed), the rest text. A file with other columns, a value that
-    is not a number, or a missing path is an :class:`AnobenchError` naming it.
+    is not a number, or a missing path is an :class:`AnobenchError` naming it. A folder store
+    with no parts yet is an empty table.
     """
     import pandas as pd
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files: list[Path] = []
+    stores = 0
     for entry in paths:
+        stores += is_folder_store(entry) and Path(entry).is_dir()
         files.extend(find_results_files(entry))
     if not files:
+        if stores:
+            return _typed(Path("."), pd.DataFrame({c: [] for c in RESULT_COLUMNS}, dtype=str))
         raise AnobenchError("no results files given")
     frames = [_read_one(f) for f in files]
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
+def store_parts(folder: str | os.PathLike) -> list[Path]:
+    """The part files of a folder store, oldest first (temp files of unfinished appends skipped)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.glob("part-*.csv") if p.is_file())
+
+
 def find_results_files(path: str | os.PathLike) -> list[Path]:
-    """The path itself if it is a file, else every results.csv / results.parquet below it."""
+    """The path itself if it is a file, a folder store's parts, else every results file below it."""
     path = Path(path)
     if path.is_file():
         return [path]
     if path.is_dir():
+        if is_folder_store(path):
+            return store_parts(path)
         found = sorted(p for name in RESULTS_FILENAMES for p in path.rglob(name) if p.is_file())
+        for store in sorted(path.rglob(f"*{STORE_SUFFIX}")):
+            if store.is_dir():
+                found.extend(store_parts(store))
         if not found:
             raise AnobenchError(f"{path}: no {' or '.join(RESULTS_FILENAMES)} found in this folder")
         return found
@@ -127,9 +276,23 @@ def _read_one(path: Path, rows: bool = True) -> "pd.DataFrame":  # noqa: F821
             raise AnobenchError(f"{path}: unreadable parquet file ({exc.__class__.__name__})") from None
         return _typed(path, _with_setup(path, frame))
     try:
-        if path.stat().st_size == 0:
-            raise AnobenchError(f"{path}: empty file, not a results file (expected a header row)")
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, nrows=None if rows else 0)
+        data = path.read_bytes()
+    except OSError as exc:
+        from anobench.safety import os_error
+
+        raise os_error(exc, path) from None
+    if not data:
+        raise AnobenchError(f"{path}: empty file, not a results file (expected a header row)")
+    if not data.endswith(b"\n"):
+        whole = data.rfind(b"\n") + 1
+        if whole:
+            line = data[:whole].count(b"\n") + 1
+            warnings.warn(f"{path}: line {line} has no line end (a torn write), ignored", AnobenchWarning,
+                          stacklevel=2)
+            data = data[:whole]
+    try:
+        frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, nrows=None if rows else 0,
+                            encoding="utf-8")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise AnobenchError(f"{path}: not a results CSV ({exc.__class__.__name__})") from None
     return _typed(path, _with_setup(path, frame))
@@ -238,8 +401,20 @@ def _require_parquet(path: Path) -> None:
 def _locked(path: Path):
     """Exclusive lock on a sibling lock file: concurrent appends queue instead of losing rows."""
     lock = path.with_name(f".{path.name}.lock")
-    with open(lock, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+        handle = open(lock, "a")
+    except OSError as exc:
+        from anobench.safety import os_error
+
+        raise os_error(exc, lock) from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as exc:  # a filesystem without locks: say so, and name the safe alternative
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            raise AnobenchError(f"{path}: this filesystem cannot lock files; append to a folder store "
+                                f"(a path ending in {STORE_SUFFIX}) instead") from None
         try:
             yield
         finally:

@@ -44,6 +44,7 @@ from typing import Any
 import click
 
 from anobench.errors import AnobenchError
+from anobench.safety import check_category_name
 
 RUN_KEYS = {"out", "dataset", "data_root", "categories", "seeds", "protocol", "generators", "train", "evaluate",
             "report", "demo_data", "sweep"}
@@ -72,7 +73,7 @@ QUICKSTART: dict[str, Any] = {
               "set": {"image_size": 128, "steps": 120, "val_every": 40, "checkpoint_every": 40,
                       "max_val_samples": 16, "val_normals": 6, "map_sigma": 2.0}},
     "evaluate": {"test_sets": ["protocol"], "heatmaps": 6},
-    "report": {"format": "markdown", "layout": "table2"},
+    "report": {"format": "markdown"},
 }
 
 
@@ -159,6 +160,22 @@ def _scalar_text(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
+def _count(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise AnobenchError(f"{where} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _section(data: dict, key: str, source: str) -> dict:
+    """An optional mapping section (``train:``, ``evaluate:``, ``report:``); a list or scalar is refused."""
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise AnobenchError(f"{source}: {key} must be a mapping of key: value, got {type(value).__name__}")
+    return dict(value)
+
+
 def parse_run_config(data: dict[str, Any], base: Path, source: str = "config") -> RunConfig:
     """Validate a run config mapping; relative paths resolve against ``base``."""
     _check_keys(source, data, RUN_KEYS)
@@ -180,8 +197,10 @@ def parse_run_config(data: dict[str, Any], base: Path, source: str = "config") -
         try:
             num = int(entry.get("num", DEFAULT_NUM))
             batch = int(entry.get("batch_size", 8))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise AnobenchError(f"{source}: generators[{i}]: num and batch_size must be integers") from None
+        if num < 1 or batch < 1:
+            raise AnobenchError(f"{source}: generators[{i}]: num and batch_size must be at least 1")
         generators.append(GeneratorSpec(
             name=str(entry["name"]), num=num, anomaly_source=path(entry.get("anomaly_source")),
             model=entry.get("model"), checkpoint=path(entry.get("checkpoint")), batch_size=batch,
@@ -195,10 +214,10 @@ def parse_run_config(data: dict[str, Any], base: Path, source: str = "config") -
 
     for name in names:
         get_generator_class(name)
-    train = dict(data.get("train") or {})
+    train = _section(data, "train", source)
     _check_keys(f"{source}: train", train, TRAIN_KEYS)
     train["set"] = _overrides(train.get("set"), "train")
-    evaluate = dict(data.get("evaluate") or {})
+    evaluate = _section(data, "evaluate", source)
     _check_keys(f"{source}: evaluate", evaluate, EVALUATE_KEYS)
     from anobench.evaluation import TEST_SETS
 
@@ -206,29 +225,29 @@ def parse_run_config(data: dict[str, Any], base: Path, source: str = "config") -
     bad = [t for t in test_sets if t not in TEST_SETS]
     if bad:
         raise AnobenchError(f"{source}: evaluate.test_sets: unknown {', '.join(bad)} (known: {', '.join(TEST_SETS)})")
-    report = dict(data.get("report") or {})
+    report = _section(data, "report", source)
     _check_keys(f"{source}: report", report, REPORT_KEYS)
     if report.get("format", "markdown") not in REPORT_SUFFIX:
         raise AnobenchError(f"{source}: report.format must be one of {', '.join(REPORT_SUFFIX)}")
-    try:
-        seeds = [int(s) for s in _as_list(data.get("seeds", [0]), f"{source}: seeds")]
-    except (TypeError, ValueError):
-        raise AnobenchError(f"{source}: seeds must be integers") from None
+    seeds = _as_list(data.get("seeds", [0]), f"{source}: seeds")
+    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+        raise AnobenchError(f"{source}: seeds must be non-negative integers, got {seeds!r}")
     if data.get("data_root") is None:
         raise AnobenchError(f"{source}: data_root is required")
     return RunConfig(
         out=out,
         dataset=str(data.get("dataset", "mvtec_ad")),
         data_root=path(data["data_root"]),
-        categories=[str(c) for c in _as_list(data.get("categories"), f"{source}: categories")],
+        categories=[check_category_name(str(c), f"{source}: categories:")
+                    for c in _as_list(data.get("categories"), f"{source}: categories")],
         seeds=seeds,
         protocol=str(data.get("protocol", "thirds")),
         generators=generators,
         train=train,
         test_sets=test_sets,
-        heatmaps=int(evaluate.get("heatmaps", 8)),
+        heatmaps=_count(evaluate.get("heatmaps", 8), f"{source}: evaluate.heatmaps"),
         report=report,
-        demo_data=data.get("demo_data"),
+        demo_data=None if data.get("demo_data") is None else _section(data, "demo_data", source),
         variants=parse_sweep(data.get("sweep"), generators, source) if data.get("sweep") is not None else [],
     )
 
@@ -316,9 +335,9 @@ def run_grid(config: RunConfig, progress: bool = True, echo=click.echo, executor
         from anobench.demo import make_demo_dataset
 
         options = dict(config.demo_data)
-        make_demo_dataset(config.data_root, seed=0, size=int(options.get("size", 256)),
-                          n_train=int(options.get("train", 40)))
-        echo(f"demo dataset written to {config.data_root}")
+        demo = make_demo_dataset(config.data_root, seed=0, size=int(options.get("size", 256)),
+                                 n_train=int(options.get("train", 40)))
+        echo(f"demo dataset written: {demo.line()}")
     cells = config.cells()
     tracker = GridProgress(len(cells), echo, list(listeners))
     if executor == "ray":
@@ -351,9 +370,10 @@ def write_report(config: RunConfig, cells: list[tuple[str, str, int]]) -> str:
     run_dirs = [config.run_dir(*cell) for cell in cells]
     stats = {"primary": config.report.get("primary"), "resamples": int(config.report.get("resamples", 1000))}
     generated = [d for d in (config.generated_dir(*cell) for cell in cells) if d.is_dir()]
+    report_path = config.out / f"report.{REPORT_SUFFIX[fmt]}"
     text = report_files(run_dirs, fmt, metrics, layout, generated=generated if fmt == "html" else (),
-                        figures_dir=config.out / "figures", **stats)
-    atomic_write_text(config.out / f"report.{REPORT_SUFFIX[fmt]}", text)
+                        figures_dir=config.out / "figures", out=report_path, **stats)
+    atomic_write_text(report_path, text)
     if fmt == "markdown":
         return text
     markdown = report_files(run_dirs, "markdown", metrics, layout, **stats)  # the terminal's readable table

@@ -186,11 +186,17 @@ class GeneratedSet:
         if not meta_path.exists():
             raise AnobenchError(f"{folder}: not a generated set (no {DATASET_JSON})")
         meta = read_json(meta_path, "generated-set metadata")
+        from anobench.metadata import DATASET_KEYS, check_keys
+
+        check_keys(meta_path, meta, DATASET_KEYS, DATASET_JSON)
         rows = sorted(_read_manifest(folder), key=lambda r: int(r["index"]))
         if not rows:
             raise AnobenchError(f"{folder}: generated set is empty (no rows in {MANIFEST})")
         for row in rows:
             for key in ("image", "mask"):
+                name = str(row["files"][key])
+                if Path(name).is_absolute() or ".." in Path(name).parts:
+                    raise AnobenchError(f"{folder / MANIFEST}: sample {row.get('id')}: file {name!r} is outside the set")
                 if not (folder / row["files"][key]).exists():
                     raise AnobenchError(f"{folder / row['files'][key]}: listed in {MANIFEST} but missing")
         return cls(folder, meta, rows)

@@ -34,9 +34,14 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path, required: tuple[str, ...] = ("model",)) -> dict[str, Any]:
+    """A checkpoint anobench wrote, with the ``required`` keys; anything else names the file."""
+    from anobench.metadata import check_checkpoint
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return check_checkpoint(path, torch.load(path, map_location="cpu", weights_only=False), required)
+    except AnobenchError:
+        raise
     except FileNotFoundError:
         raise AnobenchError(f"{path}: checkpoint not found") from None
     except Exception as exc:  # noqa: BLE001 - a torn or foreign file, whatever torch raises
@@ -57,19 +62,26 @@ class TrainedRun:
         path = folder / RUN_JSON
         if not path.exists():
             raise AnobenchError(f"{folder}: not a detector run (no {RUN_JSON}); train one with `anobench train-detector`")
-        try:
-            meta = json.loads(path.read_text())
-            config = config_from_dict(TrainConfig, meta["config"])
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-            raise AnobenchError(f"{path}: unreadable run.json") from None
+        from anobench.metadata import RUN_KEYS, check_keys, read_json_object
+
+        meta = read_json_object(path)
         if meta.get("status") != "trained" or not (folder / BEST_CHECKPOINT).exists():
             raise AnobenchError(f"{folder}: training has not finished; re-run the same train-detector command to resume")
+        check_keys(path, meta, RUN_KEYS, RUN_JSON)
+        try:
+            config = config_from_dict(TrainConfig, meta["config"])
+        except AnobenchError as exc:
+            raise AnobenchError(f"{path}: config: {exc}") from None
+        except (KeyError, TypeError, ValueError):
+            raise AnobenchError(f"{path}: unreadable config in run.json") from None
         return cls(folder, meta, config)
 
     def load_model(self) -> Detector:
         """The selected checkpoint's detector (encoder weights come from the checkpoint)."""
         weights = "none"
         model = build_detector(self.config.detector, self.config.encoder, weights)
+        from anobench.metadata import load_state
+
         state = load_checkpoint(self.folder / BEST_CHECKPOINT)
-        model.load_state_dict(state["model"])
+        load_state(model, state["model"], self.folder / BEST_CHECKPOINT)
         return model.eval()

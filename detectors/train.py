@@ -39,6 +39,7 @@ from anobench.detectors.run import (  # noqa: F401 - re-exported for callers of 
 from anobench.errors import AnobenchError
 from anobench.images import atomic_write_text
 from anobench.progress import progress_bar
+from anobench.safety import check_train
 from anobench.store import GeneratedSet
 
 @dataclass
@@ -130,7 +131,9 @@ def train_detector(
     config = profile_config(profile, overrides, detector=detector, encoder=encoder, encoder_weights=encoder_weights)
     gen = GeneratedSet.open(generated)
     dataset, category = _check_generated(gen, dataset, category, Path(generated))
+    _check_image_size(gen, config.image_size, Path(generated))
     root = Path(data_root) if data_root is not None else gen.data_root()
+    check_train(root, category, generated, out, seed, config.image_size, config.batch_size)
     data = load_category(dataset, root, category)
     out = Path(out)
     torch.manual_seed(seed)
@@ -197,8 +200,11 @@ def _train(artifact, config: TrainConfig, model: Detector, gen: GeneratedSet, da
 
     start, seconds, best = 0, 0.0, {"step": 0, "score": -math.inf}
     if (out / LAST_CHECKPOINT).exists():
-        state = load_checkpoint(out / LAST_CHECKPOINT)
-        model.load_state_dict(state["model"])
+        from anobench.metadata import load_state
+
+        state = load_checkpoint(out / LAST_CHECKPOINT, ("model", "optimizer", "scheduler", "torch_rng", "step",
+                                                        "seconds", "best"))
+        load_state(model, state["model"], out / LAST_CHECKPOINT)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
@@ -276,3 +282,16 @@ def _check_generated(gen: GeneratedSet, dataset: str | None, category: str | Non
     if not dataset or not category:
         raise AnobenchError(f"{folder}: dataset.json names no dataset or category; pass --dataset and --category")
     return str(dataset), str(category)
+
+
+def _check_image_size(gen: GeneratedSet, image_size: int, folder: Path) -> None:
+    """Refuse a generated set made at another size than the detector trains at.
+
+    An error, not a silent resize: training at the set's size would change the detector (and the
+    size every test image is scored at) behind the user's back, and upsampling a small set blurs
+    its defects. The message names both sizes and both fixes.
+    """
+    made = gen.meta.get("image_size")
+    if made is not None and int(made) != int(image_size):
+        raise AnobenchError(f"{folder}: generated set is {made} px but the detector trains at {image_size} px; "
+                            f"train with --set image_size={made} or regenerate with --image-size {image_size}")

@@ -125,6 +125,7 @@ class Generator(abc.ABC):
     name: ClassVar[str]
     version: ClassVar[str] = "1"
     description: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""  # how reports name it (e.g. "Crop&Paste"); default: ``name``
     config_class: ClassVar[type]
     needs: ClassVar[GeneratorNeeds] = GeneratorNeeds()
     # config fields that change sampling only, outside a training stage's resume identity
@@ -208,6 +209,12 @@ def available_generators() -> dict[str, type[Generator]]:
     """Every registered generator, built-in and plug-in, by name."""
     _load_all()
     return dict(sorted(_REGISTRY.items()))
+
+
+def display_name(name: str) -> str:
+    """A generator's name as reports print it: its ``display_name``, else the registry name."""
+    cls = available_generators().get(name)
+    return (cls.display_name if cls is not None else "") or name
 
 
 def get_generator_class(name: str) -> type[Generator]:

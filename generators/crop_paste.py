@@ -163,6 +163,7 @@ def paste(image: np.ndarray, patch: np.ndarray, mask: np.ndarray, y: int, x: int
 class CropPasteGenerator(Generator):
     name = "crop_paste"
     version = "1"
+    display_name = "Crop&Paste"
     description = "Crop&Paste: real defects cut from the few-shot references, augmented and pasted"
     config_class = CropPasteConfig
     needs = GeneratorNeeds(reference_anomalies=True)

@@ -200,6 +200,7 @@ def augment_texture(texture: np.ndarray, rng: np.random.Generator, count: int = 
 class DraemGenerator(Generator):
     name = "draem"
     version = "1"
+    display_name = "DRAEM"
     description = "DRAEM Perlin-noise anomalies textured from DTD (or noise), blended with beta"
     config_class = DraemConfig
     needs = GeneratorNeeds(anomaly_source=True)

@@ -222,6 +222,10 @@ def test_bad_generated_sets_and_runs_are_one_line_errors(demo_root, generated, t
     assert code != 0 and "not a generated set" in out and len(out.strip().splitlines()) == 1
     code, out = _cli(*base, "--generated", generated, "--out", tmp_path / "r3", "--category", "weave")
     assert code != 0 and "generated set is for category 'disc'" in out
+    # a 64-px set with a detector at 128 px (issue 15): refused, naming both sizes and the fixes
+    code, out = _cli(*base, "--set=image_size=128", "--generated", generated, "--out", tmp_path / "r4")
+    assert code == 2 and "generated set is 64 px but the detector trains at 128 px" in out
+    assert "--set image_size=64" in out and not (tmp_path / "r4" / "run.json").exists()
     # a run folder of another category
     run = tmp_path / "run"
     run.mkdir()

@@ -114,15 +114,19 @@ def test_append_refuses_rows_with_other_keys(tmp_path):
 
 
 def test_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    import errno
+
     path = tmp_path / "results.csv"
     append_rows(path, [row()])
     before = path.read_bytes()
+    real_write = os.write
 
-    def crash(*args, **kwargs):
-        raise OSError("disk full")
+    def half_then_full(fd, data):  # the disk fills up in the middle of the append
+        real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(AnobenchError, match="results.csv: no space left"):
         append_rows(path, [row(seed=3)])
     monkeypatch.undo()
     assert path.read_bytes() == before
@@ -173,19 +177,26 @@ def test_table2_layout_like_the_paper():
     text = render_report(pd.DataFrame(paper_rows()), "markdown", layout="table2")
     assert "(image AUROC, pixel AUROC)" in text
     rows = markdown_rows(text)
-    assert rows[0] == ["Category", "crop_paste", "draem"]  # generators as columns
+    assert rows[0] == ["Category", "Crop&Paste", "DRAEM"]  # generators as columns, by display name
     assert rows[1] == ["bottle", "(**99.8**, **99.4**)", "(99.3, 96.7)"]
     assert rows[2] == ["cable", "(**95.9**, **97.2**)", "(72.1, 80.3)"]
     assert rows[3] == ["Mean", "(**97.8**, **98.3**)", "(85.7, 88.5)"]  # (99.8+95.9)/2 = 97.85 -> 97.8
 
 
-def test_table4_layout_and_paper_default():
+def test_table4_layout_and_per_metric_default():
     df = pd.DataFrame(paper_rows())
     rows = markdown_rows(render_report(df, "markdown", layout="table4"))
     assert rows[1] == ["bottle", "(**99.4**, **60.0**)", "(96.7, 50.0)"]
     assert rows[2] == ["cable", "(**97.2**, 20.0)", "(80.3, **30.0**)"]  # best per metric, per row
+    paper = render_report(df, "markdown", layout="paper")
+    assert "(image AUROC, pixel AUROC)" in paper and "(pixel AUROC, pixel AP)" in paper
+    # the default: one table per stored metric, the best generator of each category in bold
     default = render_report(df, "markdown")
-    assert "(image AUROC, pixel AUROC)" in default and "(pixel AUROC, pixel AP)" in default
+    for label in ("image AUROC in %", "pixel AUROC in %", "pixel AP in %"):
+        assert f"MVTec AD: {label}" in default
+    rows = markdown_rows(default)
+    assert sum(r[0] == "cable" for r in rows) == 3
+    assert all(sum("**" in c for c in r[1:]) == 1 for r in rows if r[0] in ("bottle", "cable"))  # one winner per category
 
 
 def test_mean_and_std_over_seeds():
@@ -235,13 +246,13 @@ def test_generation_quality_rows_form_their_own_table():
     quality = text[text.index("generation quality"):]
     table = markdown_rows(quality)
     assert table[0] == ["Generator", "IC-LPIPS (DualAnoDiff) ↑", "FID ↓", "device"]  # metrics as columns
-    assert table[1] == ["crop_paste", "**0.300**", "55.0", "–"]
-    assert table[2] == ["draem", "0.200", "**40.0**", "cpu"]  # lower FID is better
+    assert table[1] == ["Crop&Paste", "**0.300**", "55.0", "–"]
+    assert table[2] == ["DRAEM", "0.200", "**40.0**", "cpu"]  # lower FID is better
 
 
 def test_latex_is_booktabs_with_escaped_names():
     text = render_report(pd.DataFrame(paper_rows()), "latex", layout="table2")
-    for token in ("\\toprule", "\\midrule", "\\bottomrule", "\\begin{tabular}{lcc}", "crop\\_paste",
+    for token in ("\\toprule", "\\midrule", "\\bottomrule", "\\begin{tabular}{lcc}", "Crop\\&Paste",
                   "(\\textbf{99.8}, \\textbf{99.4})"):
         assert token in text
     seeds = render_report(pd.DataFrame([row(seed=0), row(seed=1, value=0.8)]), "latex", metrics=["image_auroc"])
@@ -265,13 +276,13 @@ def test_latex_compiles_with_pdflatex(tmp_path):
 
 
 def test_csv_single_table_reads_back_with_pandas():
-    text = render_report(pd.DataFrame(paper_rows()), "csv", layout="table2")
+    text = render_tables(pd.DataFrame(paper_rows()), "csv", layout="table2")
     df = pd.read_csv(io.StringIO(text))
-    assert list(df.columns) == ["Category", "crop_paste image AUROC", "crop_paste pixel AUROC",
-                                "draem image AUROC", "draem pixel AUROC"]
+    assert list(df.columns) == ["Category", "Crop&Paste image AUROC", "Crop&Paste pixel AUROC",
+                                "DRAEM image AUROC", "DRAEM pixel AUROC"]
     assert df.iloc[0].tolist() == ["bottle", 99.8, 99.4, 99.3, 96.7]
     assert df.iloc[-1]["Category"] == "Mean"
-    several = render_report(pd.DataFrame(paper_rows()), "csv")
+    several = render_tables(pd.DataFrame(paper_rows()), "csv", layout="paper")
     assert several.count("\n\n") == 1 and "(pixel AUROC, pixel AP)" in several
 
 
@@ -301,7 +312,7 @@ def test_html_page_embeds_samples_with_outlines_and_heatmaps(tmp_path):
     samples, heatmaps = gallery([run], [tmp_path / "gen"], limit=2)
     assert list(samples) == ["draem"] and len(samples["draem"]) == 2
     assert sorted(heatmaps) == ["crop_paste", "draem"]
-    page = render_report(read_results(run), "html", samples=samples, heatmaps=heatmaps)
+    page = render_report(read_results(run), "html", layout="paper", samples=samples, heatmaps=heatmaps)
     assert page.startswith("<!DOCTYPE html>") and page.count("<table>") == 2 and "<b>99.8</b>" in page
     images = decode_images(page)
     assert len(images) == 2 + 2  # two samples for draem, the heat map once per generator
@@ -357,11 +368,11 @@ def test_two_setups_of_one_generator_are_separate_labelled_columns_in_any_order(
     for rows in (a + b, b + a):
         table = markdown_rows(render_report(pd.DataFrame(rows), "markdown", layout="per-metric"))
         header = table[0]
-        assert "draem (n_generated=100, steps=30)" in header and "draem (n_generated=60, steps=25)" in header
+        assert "DRAEM (n_generated=100, steps=30)" in header and "DRAEM (n_generated=60, steps=25)" in header
         column = {name: i for i, name in enumerate(header)}
         bottle = dict(zip(header, table[1]))
-        assert bottle["draem (n_generated=60, steps=25)"] == "60.0"
-        assert "90.0" in bottle["draem (n_generated=100, steps=30)"] and len(column) == 3
+        assert bottle["DRAEM (n_generated=60, steps=25)"] == "60.0"
+        assert "90.0" in bottle["DRAEM (n_generated=100, steps=30)"] and len(column) == 3
 
 
 def test_leaky_cells_are_marked_in_every_format_and_captions_carry_the_setup():
@@ -370,8 +381,9 @@ def test_leaky_cells_are_marked_in_every_format_and_captions_carry_the_setup():
     df = pd.DataFrame(rows)
     md = render_report(df, "markdown", layout="per-metric")
     cells = dict(zip(markdown_rows(md)[0], markdown_rows(md)[1]))
-    assert cells["draem †"] == "**90.0**†" and cells["crop_paste"] == "80.0" and "† leaky" in md
+    assert cells["DRAEM †"] == "**90.0**†" and cells["Crop&Paste"] == "80.0" and "† leaky" in md
     assert "detector unet" in md and "profile quick" in md and "9 test images (6 anomalous)" in md
     assert "$^\\dagger$" in render_report(df, "latex", layout="per-metric")
-    assert "draem †" in render_report(df, "csv", layout="per-metric").splitlines()[0]
+    assert "DRAEM †" in render_tables(df, "csv", layout="per-metric").splitlines()[0]
+    assert "leaky" in render_report(df, "csv").splitlines()[0]  # the tidy rows keep the flag as a column
     assert "†" in render_report(df, "html", layout="per-metric")

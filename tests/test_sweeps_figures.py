@@ -62,7 +62,7 @@ def test_run_grid_with_sweeps_records_them_and_reports_intervals(demo_root, tmp_
         "seeds": [0], "generators": [{"name": "draem", "num": 6}, {"name": "crop_paste", "num": 6}],
         "train": {"profile": "quick", "encoder_weights": "none", "set": TINY},
         "evaluate": {"test_sets": ["protocol"], "heatmaps": 1},
-        "report": {"format": "markdown", "layout": "table2", "resamples": 50},
+        "report": {"format": "markdown", "layout": "table2", "resamples": 50, "primary": "image_auroc"},
         "sweep": {"synthetic_fraction": [0.25], "mix": [{"draem": 0.5, "crop_paste": 0.5}]},
     }
     path = tmp_path / "grid.yaml"
@@ -85,7 +85,7 @@ def test_run_grid_with_sweeps_records_them_and_reports_intervals(demo_root, tmp_
     draem = GeneratedSet.open(out / "generated" / "seed0" / "draem" / "disc")
     assert np.array_equal(mixed.load(0)[0], draem.load(0)[0])
     report = (out / "report.md").read_text()
-    assert report.startswith(("Best on image AUROC", "No significant difference on image AUROC"))
+    assert report.startswith(("**Verdict: Best on image AUROC", "**Verdict: No significant difference on image AUROC"))
     assert "with 95% intervals" in report and "paired differences" in report
     figures = {p.name for p in (out / "figures").iterdir()}
     assert {"bars_image_auroc.png", "bars_image_auroc.pdf", "loss_curves.png"} <= figures
@@ -137,8 +137,8 @@ def test_report_statistics_from_stored_per_image_files(tmp_path):
                                            "version": "0"} for k, v in values.items()])
     text = report_files([tmp_path / "runs"], "markdown", primary="pixel_ap", resamples=100,
                         figures_dir=tmp_path / "figures")
-    assert text.startswith("Best on pixel AP: strong")
+    assert text.startswith("**Verdict: Best on pixel AP: strong")
     assert "mean rank over 3 categories" in text and "Friedman p" in text
     assert (tmp_path / "figures" / "cd_pixel_ap.png").exists()
     html = report_files([tmp_path / "runs"], "html", primary="pixel_ap", resamples=100, figures_dir=tmp_path / "f2")
-    assert "Best on pixel AP: strong" in html and html.count('class="figure"') >= 3
+    assert "Best on pixel AP: strong" in html and html.count('alt="figure ') >= 3

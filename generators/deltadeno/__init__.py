@@ -147,6 +147,7 @@ class DeltaDenoGenerator(Generator):
 
     name = "deltadeno"
     version = "1"
+    display_name = "DeltaDeno"
     description = ("DeltaDeno (arXiv 2511.16920): zero-shot, training-free SD editing; normal vs anomaly "
                    "prompt deltas give the mask that guides latent inpainting")
     config_class = DeltaDenoConfig

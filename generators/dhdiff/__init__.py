@@ -53,6 +53,7 @@ __all__ = ["ABLATIONS", "DHDiffConfig", "DHDiffGenerator"]
 class DHDiffGenerator(Generator):
     name = "dhdiff"
     version = "1"
+    display_name = "DH-Diff"
     description = ("DH-Diff: one diffusion backbone generates defect image and mask together "
                    "(domain-decoupled attention + semantic score maps); trained per category")
     config_class = DHDiffConfig
