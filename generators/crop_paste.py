@@ -155,7 +155,11 @@ def paste(image: np.ndarray, patch: np.ndarray, mask: np.ndarray, y: int, x: int
         center = (int((xs.min() + xs.max() + 1) // 2), int((ys.min() + ys.max() + 1) // 2))
         # seamlessClone centres the mask's bounding box at `center`; keep it where it is
         cloned = cv2.seamlessClone(src, dst, m, center, cv2.NORMAL_CLONE)[pad:-pad, pad:-pad]
-        source = np.where(full_mask[..., None], cloned, image)
+        blended = np.where(full_mask[..., None], cloned, image)
+        # a faint defect can vanish in the Poisson solve: a labelled sample identical to its
+        # normal source would teach the detector a false positive, so keep the plain paste then
+        if (blended != image).any():
+            source = blended
     return source, full_mask
 
 

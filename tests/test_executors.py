@@ -54,7 +54,7 @@ def test_a_failing_cell_is_listed_and_the_others_finish(demo_root, tmp_path):
     assert "Traceback" not in result.output
     # the good cell finished, its rows are stored and the report shows it
     assert set(_rows(out)["generator"]) == {"draem"}
-    assert "draem" in (out / "report.md").read_text()
+    assert "DRAEM" in (out / "report.md").read_text()  # reports show display names
     # progress counts: the last line before the summary says 1 done, 1 failed of 2
     counts = [line.split("]")[0] + "]" for line in result.output.splitlines() if line.startswith("[")]
     assert counts[-1] == "[1/2 done, 0 running, 1 failed]"
@@ -198,7 +198,7 @@ def test_rows_are_stored_per_cell_as_it_finishes_and_report_reads_them_mid_grid(
     def report_now(outcome):  # what `anobench report OUT/runs` shows while the grid still runs
         result = CliRunner().invoke(cli, ["report", str(config.out / "runs"), "--layout", "per-metric"])
         assert result.exit_code == 0, result.output
-        seen.append((outcome.cell[0], "draem" in result.output, "crop_paste" in result.output))
+        seen.append((outcome.cell[0], "DRAEM" in result.output, "Crop&Paste" in result.output))  # display names
 
     run_grid(config, progress=False, echo=lambda line: None, listeners=[report_now])
     assert seen == [("draem", True, False), ("crop_paste", True, True)]

@@ -175,7 +175,7 @@ def test_published_rows_are_quoted_beside_measured_ones():
                          for m, v in (("image_auroc", 0.97), ("pixel_auroc", 0.95), ("pixel_ap", 0.5))])
     text = render_report(rows, "markdown", layout="table2", published=["dhdiff:AnomalyDiffusion"])
     header = next(line for line in text.splitlines() if line.startswith("| Category"))
-    assert header.index("draem") < header.index("AnomalyDiffusion [quoted: DH-Diff Table II]")
+    assert header.index("DRAEM") < header.index("AnomalyDiffusion [quoted: DH-Diff Table II]")
     body = [line for line in text.splitlines() if line.startswith("| bottle")]
     assert "(99.8, 99.4)" in body[0] and "**" not in body[0]  # quoted values are never bolded
     assert "copied from DH-Diff Table II, not measured" in text and "selects on the test set" in text
