@@ -169,3 +169,16 @@ class Execution:
         """What run.json and result rows keep."""
         return {"device": device_label(self.device), "precision": self.precision.name, "workers": self.workers,
                 "deterministic": self.deterministic}
+
+
+def optimizer_step(loss: "torch.Tensor", optimizer: "torch.optim.Optimizer",
+                   scaler: "torch.amp.GradScaler | None") -> None:
+    """Backward and step, through the fp16 grad scaler when there is one (CPU/bf16: plain)."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()

@@ -18,19 +18,10 @@ from anobench.report_tables import Table  # noqa: F401
 from anobench.report_writers import _cell_text  # noqa: F401
 
 def write_html_tables(tables: list[Table]) -> str:
-    out = []
-    for t in tables:
-        out.append(f"<table>\n<caption>{html.escape(t.title)}</caption>")
-        out.append("<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in t.row_header + t.columns)
-                   + "</tr></thead>\n<tbody>")
-        for row in t.rows:
-            cls = ' class="mean"' if row.rule_above else ""
-            cells = [_cell_text(c, lambda s: f"<b>{s}</b>", escape=html.escape) for c in row.cells]
-            out.append(f"<tr{cls}>" + "".join(f"<th>{html.escape(x)}</th>" for x in row.label)
-                       + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-        out.append("</tbody></table>")
-        out += [f'<p class="note">{html.escape(n)}</p>' for n in t.notes]
-    return "\n".join(out)
+    """The tables as HTML: the same markup as the report page's (one writer for both)."""
+    from anobench.report_page import tables_html
+
+    return tables_html(tables)
 
 
 

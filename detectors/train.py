@@ -36,7 +36,7 @@ from anobench.detectors.run import (  # noqa: F401 - re-exported for callers of 
     load_checkpoint,
     save_checkpoint,
 )
-from anobench.devices import Execution, autocast, grad_scaler, peak_gpu_memory_mb, set_deterministic
+from anobench.devices import Execution, autocast, grad_scaler, optimizer_step, peak_gpu_memory_mb, set_deterministic
 from anobench.errors import AnobenchError
 from anobench.images import atomic_write_text
 from anobench.progress import progress_bar
@@ -265,14 +265,7 @@ def _train(artifact, config: TrainConfig, model: Detector, gen: GeneratedSet, da
             # the loss in fp32 from fp32 logits: focal terms of confident pixels underflow in half
             loss = sigmoid_focal_loss(logits.float(), masks.to(execution.device, non_blocking=True).float(),
                                       alpha=config.focal_alpha, gamma=config.focal_gamma, reduction="mean")
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is None:
-                loss.backward()
-                optimizer.step()
-            else:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+            optimizer_step(loss, optimizer, scaler)
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             done = step + 1

@@ -262,7 +262,7 @@ def train(bundle: DHDiffBundle, data: TrainingSet, out_dir: Path, steps: int, se
     """Train (or resume training) to ``steps``, checkpointing into ``out_dir``; returns a summary."""
     config = bundle.config
     out_dir.mkdir(parents=True, exist_ok=True)
-    from anobench.devices import autocast, grad_scaler, resolve_precision
+    from anobench.devices import autocast, grad_scaler, optimizer_step, resolve_precision
 
     module = bundle.trainable().to(device)
     precision = resolve_precision(device, config.precision)
@@ -300,14 +300,7 @@ def train(bundle: DHDiffBundle, data: TrainingSet, out_dir: Path, steps: int, se
             batch = make_batch(data, config, seed, step, unit)
             with autocast(device, precision):
                 loss, parts = training_loss(bundle, batch, noise_scheduler, device)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is None:
-                loss.backward()
-                optimizer.step()
-            else:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+            optimizer_step(loss, optimizer, scaler)
             if ema is not None:
                 ema.step(params)
             seconds += time.perf_counter() - t0
