@@ -36,7 +36,7 @@ from anobench.errors import AnobenchError
 from anobench.images import atomic_write_bytes, atomic_write_text, png_bytes
 from anobench.artifacts import resolve_stored_path
 from anobench.protocol import frozen_split, split_category
-from anobench.quality import DEVICE_PREFIX
+from anobench.results import hash_text
 
 TEST_SETS = ("protocol", "all")
 ALL_TEST_IMAGES = "all"
@@ -66,11 +66,16 @@ def result_config_hash(meta: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def setup_columns(meta: dict[str, Any], config, n_test: int, n_anomalous: int, leaky: bool) -> dict[str, str]:
-    """The setup cells of a result row (:data:`anobench.results.SETUP_COLUMNS`), from run.json."""
+def setup_columns(meta: dict[str, Any], config, n_test: int, n_anomalous: int, leaky: bool,
+                  device: str = "") -> dict[str, str]:
+    """The setup cells of a result row (:data:`anobench.results.SETUP_COLUMNS`), from run.json.
+
+    ``device`` is where the evaluation ran; ``train_device`` comes from run.json's ``execution``.
+    """
     saw = meta.get("reference_anomalies")
+    execution = meta.get("execution") if isinstance(meta.get("execution"), dict) else {}
     return {
-        "generator_config_hash": str(meta.get("generator_config_hash") or ""),
+        "generator_config_hash": hash_text(meta.get("generator_config_hash") or ""),
         "n_generated": str(meta.get("generated_samples", "")),
         "reference_anomalies": "" if saw is None else str(bool(saw)).lower(),
         "encoder": str(config.encoder or ""),
@@ -83,6 +88,8 @@ def setup_columns(meta: dict[str, Any], config, n_test: int, n_anomalous: int, l
         "n_test": str(n_test),
         "n_test_anomalous": str(n_anomalous),
         "leaky": str(bool(leaky)).lower(),
+        "device": str(device or ""),
+        "train_device": str(execution.get("device") or ""),
     }
 
 
@@ -115,7 +122,7 @@ def evaluate(run_dir: str | Path, test_set: str | None = None, data_root: str | 
         setup: what a grid sweep varied (``label``: the generator name the rows carry, e.g.
             ``draem[num=100]``; ``sweep``: axis -> value; ``base_generator``), kept with the maps.
         device, precision, deterministic: where the detector runs (:mod:`anobench.devices`);
-            the rows record it as a ``device=<name>`` fact, like generation-quality rows.
+            the rows record it in their ``device`` column (and the training device in ``train_device``).
     """
     from anobench.devices import Execution, device_label, set_deterministic
 
@@ -202,13 +209,13 @@ def evaluate(run_dir: str | Path, test_set: str | None = None, data_root: str | 
                       stacklevel=2)
     if keep_files and heatmaps and test_set != ALL_TEST_IMAGES:
         save_heatmaps(folder / HEATMAP_DIR, samples, images, masks, maps, scores, limit=heatmaps)
-    setup = setup_columns(meta, run.config, n_test=len(samples), n_anomalous=int(labels.sum()), leaky=leaky)
+    setup = setup_columns(meta, run.config, n_test=len(samples), n_anomalous=int(labels.sum()), leaky=leaky,
+                          device=device_label(execution.device))
     rows = [{
         "dataset": meta["dataset"], "category": meta["category"], "generator": label,
         "detector": meta["detector"], "seed": int(meta["seed"]), "protocol": protocol, "metric": name,
-        "value": float(value), "config_hash": result_config_hash(meta), "version": anobench.__version__, **setup,
+        "value": float(value), "config_hash": hash_text(result_config_hash(meta)), "version": anobench.__version__, **setup,
     } for name, value in metrics.items()]
-    rows.append({**rows[0], "metric": DEVICE_PREFIX + device_label(execution.device), "value": 1.0})
     append_rows(results_path, rows)
     return Evaluation(folder, protocol, len(samples), int(labels.sum()), metrics, rows, results_path,
                       time.perf_counter() - started)

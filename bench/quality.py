@@ -42,7 +42,6 @@ METRIC_ORDER = (
     "mask_components", "mask_components_real", "mask_components_w1",
     "seconds_per_sample", "peak_memory_mb", "device",
 )
-DEVICE_PREFIX = "device="  # categorical fact stored as metric "device=<name>", value 1 (report.py reads it)
 
 
 @dataclass
@@ -60,19 +59,24 @@ class GenerationScores:
     details: dict[str, Any] = field(default_factory=dict)
     device: str | None = None
 
-    def rows(self, version: str | None = None) -> list[dict[str, Any]]:
-        """Tidy result rows (``detector`` is ``-``: these rows describe the data, not a detector)."""
+    def rows(self, version: str | None = None, only: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Tidy result rows (``detector`` is ``-``: these rows describe the data, not a detector).
+
+        ``device`` is the device the set was generated on (its cost figures' device); ``only``
+        keeps the rows of these metrics.
+        """
+        only = None if only is None else set(only)
         import anobench
-        from anobench.results import NO_DETECTOR
+        from anobench.results import NO_DETECTOR, hash_text
 
         base = {"dataset": self.dataset, "category": self.category, "generator": self.generator,
                 "detector": NO_DETECTOR, "seed": self.seed, "protocol": self.protocol,
-                "config_hash": self.config_hash, "version": version or anobench.__version__}
-        rows = [{**base, "metric": name, "value": float(value)} for name, value in self.values.items()]
+                "config_hash": hash_text(self.config_hash), "version": version or anobench.__version__,
+                "device": self.device or ""}
+        rows = [{**base, "metric": name, "value": float(value)} for name, value in self.values.items()
+                if only is None or name in only]
         rows += [{**base, "metric": name, "value": float("nan")} for name in self.unavailable
-                 if name not in self.values]
-        if self.device:
-            rows.append({**base, "metric": DEVICE_PREFIX + self.device, "value": 1.0})
+                 if name not in self.values and (only is None or name in only)]
         order = {m: i for i, m in enumerate(METRIC_ORDER)}
         return sorted(rows, key=lambda r: (order.get(r["metric"], len(order)), r["metric"]))
 
@@ -335,8 +339,8 @@ def generation_quality_table(rows_df, by_category: bool = False):
 
     Takes tidy result rows (a DataFrame with the result columns); keeps generation rows
     (``detector == "-"``), averages over seeds (and over categories unless ``by_category``), and
-    turns the ``device=<name>`` facts back into a ``device`` text column. Columns follow
-    :data:`METRIC_ORDER`; metrics nobody computed are dropped; unknown metrics come last.
+    adds the rows' ``device`` column as text. Columns follow :data:`METRIC_ORDER`; metrics nobody
+    computed are dropped; unknown metrics come last.
     """
     import pandas as pd
 
@@ -346,13 +350,11 @@ def generation_quality_table(rows_df, by_category: bool = False):
     if df.empty:
         return pd.DataFrame()
     index = ["dataset", "category", "generator"] if by_category else ["generator"]
-    is_device = df["metric"].astype(str).str.startswith(DEVICE_PREFIX)
-    devices = df[is_device].assign(device=lambda d: d["metric"].str[len(DEVICE_PREFIX):])
-    numeric = df[~is_device].copy()
-    numeric["value"] = pd.to_numeric(numeric["value"], errors="coerce")
-    table = numeric.pivot_table(index=index, columns="metric", values="value", aggfunc="mean", dropna=False)
-    if not devices.empty:
-        dev = devices.groupby(index)["device"].agg(lambda s: ",".join(sorted(set(s))))
+    df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    table = df.pivot_table(index=index, columns="metric", values="value", aggfunc="mean", dropna=False)
+    if "device" in df.columns and (df["device"].astype(str) != "").any():
+        named = df[df["device"].astype(str) != ""]
+        dev = named.groupby(index)["device"].agg(lambda s: ",".join(sorted(set(map(str, s)))))
         table["device"] = dev.reindex(table.index)
     order = {m: i for i, m in enumerate(METRIC_ORDER)}
     columns = sorted(table.columns, key=lambda c: (order.get(c, len(order)), str(c)))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from anobench.errors import AnobenchError
-from anobench.results import BASE_COLUMNS, KEY_COLUMNS, NO_DETECTOR, SETUP_COLUMNS
+from anobench.results import BASE_COLUMNS, KEY_COLUMNS, NO_DETECTOR, SETUP_COLUMNS, TEXT_COLUMNS, canonical_rows
 
 PAIRS = {
     "table2": ("image_auroc", "pixel_auroc"),  # DH-Diff Table II: (image AUROC, pixel AUROC)
@@ -54,7 +54,6 @@ LEAKY_MARK = "†"  # a cell measured on a test set that shares images with the 
 # setup fields that tell two setups of one generator apart in a column label (test-set facts excluded)
 SETUP_LABEL_FIELDS = ("n_generated", "reference_anomalies", "encoder", "encoder_weights", "profile", "steps", "lr",
                       "image_size", "map_sigma", "generator_config_hash")
-DEVICE_PREFIX = "device="  # issue 6 stores the device as metric "device=<name>", value 1
 MISSING = "–"
 
 
@@ -126,8 +125,8 @@ def build_tables(df, metrics: Sequence[str] | None = None, layout: str | None = 
         df, quoted_notes = beside(df, pd.concat([load_published(spec) for spec in published], ignore_index=True))
     detection = df[df["detector"] != NO_DETECTOR]
     quality = df[df["detector"] == NO_DETECTOR]
-    det_names = [m for m in _ordered(set(detection["metric"]), DETECTION_ORDER) if not m.startswith(DEVICE_PREFIX)]
-    qual_names = [m for m in _ordered(set(quality["metric"]), tuple(QUALITY_STYLE)) if not m.startswith(DEVICE_PREFIX)]
+    det_names = _ordered(set(detection["metric"]), DETECTION_ORDER)
+    qual_names = _ordered(set(quality["metric"]), tuple(QUALITY_STYLE))
     if metrics is not None:
         metrics = [m.strip() for m in metrics if m.strip()]
         unknown = [m for m in metrics if m not in det_names and m not in qual_names]
@@ -267,9 +266,8 @@ def quality_tables(df, metrics: list[str] | None = None) -> list[Table]:
         return []
     tables = []
     for dataset, part in df.groupby("dataset", sort=True):
-        devices = part[part["metric"].str.startswith(DEVICE_PREFIX)]
-        numeric = part[~part["metric"].str.startswith(DEVICE_PREFIX)]
-        names = _ordered(set(numeric["metric"]), tuple(QUALITY_STYLE))
+        devices = part[part["device"] != ""]
+        names = _ordered(set(part["metric"]), tuple(QUALITY_STYLE))
         if metrics is not None:
             names = [m for m in names if m in metrics]
         generators = sorted(part["generator"].unique())
@@ -277,11 +275,11 @@ def quality_tables(df, metrics: list[str] | None = None) -> list[Table]:
         for g in generators:
             cells = []
             for m in names:
-                v = numeric[(numeric["generator"] == g) & (numeric["metric"] == m)]["value"].to_numpy(dtype=float)
+                v = part[(part["generator"] == g) & (part["metric"] == m)]["value"].to_numpy(dtype=float)
                 fmt_text = QUALITY_STYLE.get(m, (m, "{:.4g}", None))[1]
                 cells.append(Cell([_value(v, fmt=fmt_text.format, std=False)]))
             if len(devices):
-                dev = devices[devices["generator"] == g]["metric"].str[len(DEVICE_PREFIX):]
+                dev = devices.loc[devices["generator"] == g, "device"]
                 cells.append(Cell(text=", ".join(sorted(set(dev))) or MISSING))
             rows.append(Row([g], cells))
         for j, m in enumerate(names):
@@ -311,6 +309,8 @@ def _latest(df):
     if len(df) == 0:
         raise AnobenchError("nothing to report: the results are empty")
     df = df.assign(**{c: "" for c in SETUP_COLUMNS if c not in df.columns})  # rows of the older layout
+    df = df.assign(**{c: df[c].where(df[c].notna(), "").astype(str) for c in TEXT_COLUMNS})
+    df = canonical_rows(df)  # device facts as the device column, hashes as text
     return label_setups(df.drop_duplicates(subset=list(KEY_COLUMNS), keep="last"))
 
 
@@ -327,10 +327,10 @@ def label_setups(df):
             continue
         setups = {h: part[part["config_hash"] == h].iloc[0] for h in hashes}
         differ = [f for f in SETUP_LABEL_FIELDS if len({str(r[f]) for r in setups.values()}) > 1]
-        labels = {h: f"{generator} ({', '.join(f'{f}={r[f]}' for f in differ)})" if differ else f"{generator} #{h[:6]}"
+        labels = {h: f"{generator} ({', '.join(f'{f}={r[f]}' for f in differ)})" if differ else f"{generator} #{h[:7]}"
                   for h, r in setups.items()}
         if len(set(labels.values())) < len(labels):
-            labels = {h: f"{label} #{h[:6]}" for h, label in labels.items()}
+            labels = {h: f"{label} #{h[:7]}" for h, label in labels.items()}
         where = (df["dataset"] == dataset) & (df["detector"] == detector) & (df["generator"] == generator)
         df.loc[where, "generator"] = df.loc[where, "config_hash"].map(labels)
     return df

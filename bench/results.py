@@ -45,13 +45,24 @@ BASE_COLUMNS = ("dataset", "category", "generator", "detector", "seed", "protoco
                 "config_hash", "version")
 # the setup behind a number (text cells; empty where it does not apply, e.g. generation rows, or
 # in files written before these columns existed, which still read)
+# ``device``: where the row was measured (detection: the evaluation device; generation quality: the
+# device the set was generated on, which its cost figures are about); ``train_device``: where the
+# detector trained (from run.json). Older stores held the device as a ``device=<name>`` metric row
+# of value 1: reads turn such rows into this column and drop them.
 SETUP_COLUMNS = ("generator_config_hash", "n_generated", "reference_anomalies", "encoder", "encoder_weights",
-                 "profile", "steps", "lr", "image_size", "map_sigma", "n_test", "n_test_anomalous", "leaky")
+                 "profile", "steps", "lr", "image_size", "map_sigma", "n_test", "n_test_anomalous", "leaky",
+                 "device", "train_device")
 RESULT_COLUMNS = BASE_COLUMNS + SETUP_COLUMNS
 TEXT_COLUMNS = tuple(c for c in RESULT_COLUMNS if c not in ("seed", "value"))
 # what one measurement is about; a later row with the same key replaces an earlier one in reports.
 # ``config_hash`` (generator config + detector config) is in it: two setups never merge.
 KEY_COLUMNS = ("dataset", "category", "generator", "detector", "seed", "protocol", "config_hash", "metric")
+# Config hashes are hex digests; as text they start with HASH_PREFIX so no CSV reader takes one for
+# a number ("1234e567" is 1.234e570, "123456789012" an integer). Older rows without it gain it on
+# read, so old and new rows of one setup keep one key.
+HASH_COLUMNS = ("config_hash", "generator_config_hash")
+HASH_PREFIX = "h"
+LEGACY_DEVICE_PREFIX = "device="  # older stores: the device as metric "device=<name>", value 1
 # Names a run folder uses: the evaluator writes RUN/results.csv and RUN/heatmaps/*.png
 RESULTS_FILENAME = "results.csv"
 RESULTS_FILENAMES = ("results.csv", "results.parquet")
@@ -195,10 +206,16 @@ def _check_header(path: Path, line: bytes) -> bool:
         header = next(_csv.reader([line.decode("utf-8").rstrip("\r")]))
     except (UnicodeDecodeError, StopIteration):
         raise AnobenchError(f"{path}: not a results CSV (unreadable header)") from None
-    if tuple(header) == BASE_COLUMNS:
+    if _older_layout(header):
         return True
     _check_columns(path, header)
     return False
+
+
+def _older_layout(columns: Sequence[str]) -> bool:
+    """A header of an older layout: the base columns and the setup columns of its day, in order."""
+    columns = tuple(columns)
+    return len(BASE_COLUMNS) <= len(columns) < len(RESULT_COLUMNS) and columns == RESULT_COLUMNS[:len(columns)]
 
 
 def _append_part(folder: Path, new: "pd.DataFrame") -> Path:  # noqa: F821
@@ -299,10 +316,10 @@ def _read_one(path: Path, rows: bool = True) -> "pd.DataFrame":  # noqa: F821
 
 
 def _with_setup(path: Path, frame: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
-    """The frame in :data:`RESULT_COLUMNS`; a file of the older layout gets empty setup cells."""
-    legacy = tuple(frame.columns) == BASE_COLUMNS
+    """The frame in :data:`RESULT_COLUMNS`; a file of an older layout gets empty cells for the newer columns."""
+    legacy = _older_layout(frame.columns)
     if legacy:
-        frame = frame.assign(**{c: "" for c in SETUP_COLUMNS})
+        frame = frame.assign(**{c: "" for c in RESULT_COLUMNS if c not in frame.columns})
     else:
         _check_columns(path, list(frame.columns))
     frame = frame[list(RESULT_COLUMNS)]
@@ -343,9 +360,39 @@ def _typed(path: Path, frame: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
         _bad_cell(path, frame, bad, "seed", "an integer")
     frame["value"] = value.astype("float64")
     frame["seed"] = seed.astype("int64")
-    frame = frame.reset_index(drop=True)
+    frame = canonical_rows(frame).reset_index(drop=True)
     frame.attrs["legacy"] = legacy
     return frame
+
+
+def canonical_rows(frame: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
+    """Rows in today's form: hashes as :func:`hash_text`, ``device=<name>`` fact rows as the device column.
+
+    Takes a frame with every result column (text columns as str); fact rows fill the empty
+    ``device`` cells of their cell (same key but the metric) and are dropped.
+    """
+    import pandas as pd
+
+    for column in HASH_COLUMNS:
+        frame[column] = frame[column].map(hash_text)
+    facts = frame["metric"].str.startswith(LEGACY_DEVICE_PREFIX)
+    if not facts.any():
+        return frame
+    cell = ["dataset", "category", "generator", "detector", "seed", "protocol", "config_hash"]
+    named = frame[facts].assign(device=frame.loc[facts, "metric"].str[len(LEGACY_DEVICE_PREFIX):])
+    devices = named.drop_duplicates(cell, keep="last").set_index(cell)["device"]
+    frame = frame[~facts].copy()
+    found = devices.reindex(pd.MultiIndex.from_frame(frame[cell])).fillna("").to_numpy()
+    frame["device"] = frame["device"].where(frame["device"] != "", found)
+    return frame
+
+
+def hash_text(value: str) -> str:
+    """A config hash as result rows hold it: ``h`` + the hex digest (idempotent; other text unchanged)."""
+    value = str(value)
+    if value and all(c in "0123456789abcdefABCDEF" for c in value):
+        return HASH_PREFIX + value
+    return value
 
 
 def _bad_cell(path: Path, frame, bad, column: str, expected: str) -> None:
@@ -389,7 +436,7 @@ def _rows_frame(rows: Any) -> "pd.DataFrame":  # noqa: F821
         raise AnobenchError("result rows: seed must be an integer")
     frame["seed"] = pd.Series(seeds, index=frame.index, dtype="int64")
     frame["value"] = pd.Series(values, index=frame.index, dtype="float64")
-    return frame.reset_index(drop=True)
+    return canonical_rows(frame).reset_index(drop=True)
 
 
 def _require_parquet(path: Path) -> None:

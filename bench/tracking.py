@@ -2,11 +2,11 @@
 
 One MLflow run for the grid (the run config as params, the report and figures as artifacts at
 the end) and one nested run per finished cell: the cell's full setup as params (the detector's
-``run.json`` and the generated set's ``dataset.json``, flattened to dotted keys), its result
-rows as metrics named ``<protocol>/<metric>``, and its results file, scores, run metadata and
-heat maps as artifacts. A failed cell gets a run with status FAILED and its one-line error as a
-tag. Re-running a grid does not log a cell twice: a cell already logged with the same results
-file (by content hash) is skipped. Logging happens on the driver, so it works with every
+``run.json`` and the generated set's ``dataset.json``, flattened to dotted keys, and the rows'
+``device`` and ``train_device``), its result rows as metrics named ``<protocol>/<metric>``, and
+its results file, scores, run metadata and heat maps as artifacts. A failed cell gets a run with
+status FAILED and its one-line error as a tag. Re-running a grid does not log a cell twice: a
+cell already logged with the same results file (by content hash) is skipped. Logging happens on the driver, so it works with every
 executor. Needs ``pip install 'anobench[mlflow]'``.
 """
 
@@ -107,11 +107,14 @@ class MlflowLogger:
                   "protocol": self.config.protocol}
         params.update(flatten(_read_json(run_dir / "run.json"), "detector."))
         params.update(flatten(_read_json(generated / "dataset.json"), "generation."))
-        self._params(run_id, params)
         rows = read_results(results)
+        for column in ("device", "train_device"):  # where the cell was evaluated / trained
+            named = sorted({str(v) for v in rows[column] if str(v)})
+            if named:
+                params[column] = ", ".join(named)
+        self._params(run_id, params)
         metrics = [Metric(f"{row.protocol}/{row.metric}", float(row.value), 0, 0)
-                   for row in rows.itertuples() if math.isfinite(float(row.value))
-                   and not str(row.metric).startswith("device=")]  # a fact, logged as detector.execution.*
+                   for row in rows.itertuples() if math.isfinite(float(row.value))]
         if outcome.seconds:
             metrics.append(Metric("cell_seconds", float(outcome.seconds), 0, 0))
         self.client.log_batch(run_id, metrics=metrics)

@@ -32,7 +32,7 @@ def trained_run(demo_root, tmp_path_factory) -> Path:
 
 def test_evaluate_scores_the_protocol_test_split(trained_run, demo_root):
     from anobench.datasets import load_category
-    from anobench.evaluation import evaluate
+    from anobench.evaluation import evaluate, result_config_hash
     from anobench.protocol import split_category
     from anobench.results import RESULT_COLUMNS, read_results
 
@@ -47,12 +47,13 @@ def test_evaluate_scores_the_protocol_test_split(trained_run, demo_root):
     df = read_results(trained_run)
     assert tuple(df.columns) == RESULT_COLUMNS
     assert set(df["metric"]) == {"image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap",
-                                 "pixel_f1max", "aupro", "device=cpu"}  # the device is a fact row
+                                 "pixel_f1max", "aupro"}  # the device is a setup column, not a metric
+    assert set(df["device"]) == {"cpu"} and set(df["train_device"]) == {"cpu"}
     row = df.iloc[0]
     assert (row["dataset"], row["category"], row["generator"], row["detector"], row["seed"], row["protocol"]) == \
         ("mvtec_ad", "disc", "crop_paste", "unet", 0, "thirds")
     assert df["value"].between(0, 1).all()
-    assert len(set(df["config_hash"])) == 1 and len(df["config_hash"].iloc[0]) == 12
+    assert len(set(df["config_hash"])) == 1 and df["config_hash"].iloc[0] == "h" + result_config_hash(json.loads((trained_run / "run.json").read_text()))
     heatmaps = sorted((trained_run / "heatmaps").glob("*.png"))
     assert 1 <= len(heatmaps) <= 8 and any(p.name.startswith("good_") for p in heatmaps)
     # the values are detection_metrics of the saved scores: recompute image AUROC from them
@@ -71,7 +72,7 @@ def test_evaluate_all_test_images_and_cli(trained_run):
 
     df = read_results(trained_run)
     assert set(df["protocol"]) >= {"all"}
-    assert (df["protocol"] == "all").sum() == 8  # 7 metrics and the device fact
+    assert (df["protocol"] == "all").sum() == 7  # 7 metrics, no device fact row
 
 
 def test_evaluate_refuses_an_unfinished_run(tmp_path):
@@ -161,10 +162,10 @@ def test_result_rows_carry_the_setup(trained_run, tmp_path):
     run = json.loads((trained_run / "run.json").read_text())
     protocol = df[df["protocol"] == "thirds"].iloc[0]
     assert {c: protocol[c] for c in SETUP_COLUMNS} == {
-        "generator_config_hash": run["generator_config_hash"], "n_generated": "8", "reference_anomalies": "true",
+        "generator_config_hash": "h" + run["generator_config_hash"], "n_generated": "8", "reference_anomalies": "true",
         "encoder": run["config"]["encoder"], "encoder_weights": "none", "profile": "quick", "steps": "3",
         "lr": "0.001", "image_size": "64", "map_sigma": "0", "n_test": "9", "n_test_anomalous": "6",
-        "leaky": "false"}
+        "leaky": "false", "device": "cpu", "train_device": run["execution"]["device"]}
     # every test image includes the references crop_paste learnt from: flagged leaky
     everything = df[df["protocol"] == "all"].iloc[0]
     assert everything["leaky"] == "true" and everything["n_test"] == "12"

@@ -135,7 +135,7 @@ def test_ray_grid_gives_the_rows_of_the_local_grid(demo_root, tmp_path, local_ra
     assert distributed.exit_code == 0, distributed.output
     assert "[4/4 done, 0 running, 0 failed]" in distributed.output
     a, b = _rows(tmp_path / "local"), _rows(tmp_path / "ray")
-    assert len(a) == 4 * 8 and set(a["category"]) == {"disc", "weave"}  # 7 metrics + the device fact per cell
+    assert len(a) == 4 * 7 and set(a["category"]) == {"disc", "weave"}  # 7 metrics per cell
     assert a.equals(b)  # value for value, config hashes included
     # the generated images are byte-identical too
     for generator in ("draem", "crop_paste"):
@@ -186,7 +186,7 @@ def test_ray_retries_a_killed_training_and_reports_a_user_error(demo_root, tmp_p
     assert len(failed) == 1 and failed[0].startswith("failed: crop_paste/disc/seed0: ") and "blend" in failed[0]
     assert "draem/disc/seed0: 6 samples, 40 steps" in result.output  # retried after the kill, and finished
     rows = _rows(out)
-    assert set(rows["generator"]) == {"draem"} and len(rows) == 8  # 7 metrics + the device fact
+    assert set(rows["generator"]) == {"draem"} and len(rows) == 7  # 7 metrics
 
 
 def test_rows_are_stored_per_cell_as_it_finishes_and_report_reads_them_mid_grid(demo_root, tmp_path):

@@ -232,7 +232,7 @@ def test_csv_is_the_tidy_rows_pandas_reads_back_unchanged(grid, tmp_path):
     result = CliRunner().invoke(cli, ["report", str(grid / "runs"), "--format", "csv", "--out", str(out)])
     assert result.exit_code == 0, result.output
     stored = read_results(grid / "runs").reset_index(drop=True)
-    assert len(stored) == len(CATEGORIES) * len(GENERATORS) * 8  # seven detection metrics and the device fact per cell
+    assert len(stored) == len(CATEGORIES) * len(GENERATORS) * 7  # seven detection metrics per cell
     pd.testing.assert_frame_equal(read_results(out), stored)  # anobench's reader: exactly the stored rows
     back = pd.read_csv(out)  # plain pandas: one table, the same rows and columns, the numbers as stored
     assert list(back.columns) == list(stored.columns) and len(back) == len(stored)

@@ -56,7 +56,7 @@ def test_append_and_read_round_trip(tmp_path):
     df = read_results(path)
     assert tuple(df.columns) == RESULT_COLUMNS and len(df) == 3
     assert df["seed"].dtype == "int64" and df["value"].dtype == "float64"
-    assert df["config_hash"].tolist() == ["1234e5"] * 3  # text stays text, not 1.234e8
+    assert df["config_hash"].tolist() == ["h1234e5"] * 3  # text stays text, not 1.234e8, and says it is a hash
     assert np.isnan(df["value"][1]) and df["value"][2] == 1 / 3  # full float precision
 
 
@@ -237,11 +237,10 @@ def test_bad_report_options(kwargs, match):
 
 
 def test_generation_quality_rows_form_their_own_table():
-    rows = [row(generator="draem", detector="-", metric="fid", value=40.0),
+    rows = [row(generator="draem", detector="-", metric="fid", value=40.0, device="cpu"),
             row(generator="crop_paste", detector="-", metric="fid", value=55.0),
-            row(generator="draem", detector="-", metric="ic_lpips_dualanodiff", value=0.2),
-            row(generator="crop_paste", detector="-", metric="ic_lpips_dualanodiff", value=0.3),
-            row(generator="draem", detector="-", metric="device=cpu", value=1.0)]
+            row(generator="draem", detector="-", metric="ic_lpips_dualanodiff", value=0.2, device="cpu"),
+            row(generator="crop_paste", detector="-", metric="ic_lpips_dualanodiff", value=0.3)]
     text = render_tables(pd.DataFrame(rows + paper_rows()), "markdown")
     quality = text[text.index("generation quality"):]
     table = markdown_rows(quality)
