@@ -203,21 +203,24 @@ def demo_data(out, seed, size, n_train) -> None:
 def score_generation(folder, dataset, data_root, category, split, metrics, ic_variants, real, device, results,
                      quiet) -> None:
     """Score a generated set OUT/NAME/CATEGORY: IC-LPIPS, KID, FID, IS, mask truthfulness, cost."""
-    from anobench.quality import append_generation_rows, score_generated_set, write_scores_json
+    from anobench.quality import score_generated_set, write_scores_json
 
     from anobench.devices import resolve_device
 
     device = resolve_device(device)
     log = None if quiet else (lambda message: click.echo(f"  {message}", err=True))
+    path = results or Path(folder).parent.parent / "results.csv"  # rows appended per metric as each finishes
     scores = score_generated_set(folder, dataset, data_root, category, split=split, metrics=metrics or None,
                                  ic_lpips_variants=ic_variants or ("dualanodiff", "dfmgan"), real=real,
-                                 device=device, log=log)
+                                 device=device, log=log, results=path)
     if not quiet:
         for line in scores.lines():
             click.echo(line)
     write_scores_json(scores, folder)
-    path = append_generation_rows(results or Path(folder).parent.parent / "results.csv", scores.rows())
-    click.echo(f"{folder}: {len(scores.values)} values for {scores.generator}/{scores.category} appended to {path}")
+    kept = len(scores.details.get("stored_before", []))
+    what = f"{folder}: {len(scores.values)} values for {scores.generator}/{scores.category}"
+    click.echo(f"{what} in {path} ({len(scores.values) - kept} appended, {kept} stored before, not recomputed)"
+               if kept else f"{what} appended to {path}")
 
 
 @cli.command("report")

@@ -120,6 +120,58 @@ def _parse_metrics(metrics: Iterable[str] | None) -> list[str]:
     return chosen or list(METRIC_GROUPS)
 
 
+def metric_names(group: str, ic_lpips_variants: Sequence[str] = ("dualanodiff", "dfmgan")) -> tuple[str, ...]:
+    """The result rows one metric group (:data:`METRIC_GROUPS`) writes."""
+    return {"ic_lpips": tuple(f"ic_lpips_{v}" for v in ic_lpips_variants), "kid": ("kid", "kid_std"),
+            "fid": ("fid",), "is": ("is", "is_std"), "mask_consistency": ("mask_change_inside", "mask_changed"),
+            "mask_stats": ("mask_area", "mask_components", "mask_area_real", "mask_area_w1", "mask_components_real",
+                           "mask_components_w1"),
+            "cost": ("seconds_per_sample", "peak_memory_mb")}[group]
+
+
+class _Stored:
+    """The results store as a scoring run fills it: finished metrics appended as each stage ends.
+
+    Metrics already stored with a finite value for this set (same dataset, category, generator,
+    seed, protocol and config hash) are skipped on a rerun; a stored NaN (unavailable) is tried
+    again, since its reason (missing weights, too few images) may have gone.
+    """
+
+    def __init__(self, path: str | os.PathLike | None, scores: GenerationScores):
+        from anobench.results import check_appendable, hash_text, read_results
+
+        self.path, self.scores, self.values = path, scores, {}
+        if path is None:
+            return
+        check_appendable(path)
+        if not (Path(path).exists() and (Path(path).is_dir() or Path(path).stat().st_size)):
+            return
+        rows = read_results(path)
+        mine = rows[(rows["detector"] == "-") & (rows["dataset"] == scores.dataset)
+                    & (rows["category"] == scores.category) & (rows["generator"] == scores.generator)
+                    & (rows["seed"] == scores.seed) & (rows["protocol"] == scores.protocol)
+                    & (rows["config_hash"] == hash_text(scores.config_hash))]
+        latest = mine.drop_duplicates("metric", keep="last")
+        self.values = {m: float(v) for m, v in zip(latest["metric"], latest["value"]) if math.isfinite(v)}
+
+    def todo(self, names: Iterable[str]) -> list[str]:
+        """The names still to compute; the stored ones are copied into the scores."""
+        names = list(names)
+        for name in names:
+            if name in self.values:
+                self.scores.values[name] = self.values[name]
+                self.scores.details.setdefault("stored_before", []).append(name)
+        return [n for n in names if n not in self.values]
+
+    def finish(self, names: Iterable[str]) -> None:
+        """Append the rows of these just-computed metrics (values, or NaN for the unavailable)."""
+        from anobench.results import append_rows
+
+        rows = self.scores.rows(only=names)
+        if self.path is not None and rows:
+            append_rows(self.path, rows)
+
+
 def score_generated_set(
     folder: str | os.PathLike,
     dataset: str | None = None,
@@ -133,6 +185,7 @@ def score_generated_set(
     device: str = "cpu",
     seed: int = 0,
     log: Callable[[str], None] | None = None,
+    results: str | os.PathLike | None = None,
 ) -> GenerationScores:
     """Score one generated set (``OUT/<generator>/<category>``) against its real category.
 
@@ -141,12 +194,24 @@ def score_generated_set(
     few-shot references; KID/FID compare with the ``real`` anomalies (all real anomalies of the
     category by default, the most images a small category has); mask statistics compare with all
     real defects of the category.
+
+    With ``log``, every stage (image loading, features, IC-LPIPS, KID, FID, IS, masks) reports
+    progress (:func:`anobench.progress.progress_bar`). With ``results``, each stage's rows are
+    appended to that store as the stage finishes, so a kill keeps what was done, and metrics
+    already stored there for this set and config are not computed again (their stored values
+    fill the returned scores; ``details["stored_before"]`` names them).
     """
     from anobench.datasets import load_category
+    from anobench.progress import progress_bar
     from anobench.protocol import frozen_split, split_category
     from anobench.store import GeneratedSet
 
     say = log or (lambda message: None)
+    quiet = log is None
+
+    def bar(iterable=None, **kwargs):
+        return progress_bar(iterable, disable=quiet, leave=False, **kwargs)
+
     chosen = _parse_metrics(metrics)
     for variant in ic_lpips_variants:
         if variant not in IC_LPIPS_VARIANTS:
@@ -173,64 +238,85 @@ def score_generated_set(
     scores = GenerationScores(
         generator=gen.generator, dataset=dataset, category=category, protocol=protocol_name,
         seed=int(meta.get("seed", 0)), config_hash=_config_hash(meta),
+        device=meta.get("device") or None,  # the device the set was generated on (its cost's device)
     )
-    scores.values["n_samples"] = float(len(gen))
+    store = _Stored(results, scores)
+    if store.todo(["n_samples"]):
+        scores.values["n_samples"] = float(len(gen))
+        store.finish(["n_samples"])
+    todo = {group: store.todo(metric_names(group, ic_lpips_variants)) for group in chosen}
+    if not any(todo.values()):
+        say("every chosen metric is stored already")
+        return scores
     say(f"loading {len(gen)} generated images ({size} px)")
-    from anobench.progress import progress_bar
-
-    loaded = [gen.load(i, size) for i in progress_bar(range(len(gen)), desc="load generated", unit="img",
-                                                       disable=log is None, leave=False)]
+    loaded = [gen.load(i, size) for i in bar(range(len(gen)), desc="load generated", unit="img")]
     images = [img for img, _ in loaded]
     masks = [m for _, m in loaded]
     gen_types = [str(row.get("defect_type") or "") for row in gen.rows]
     real_anomalies = {"all": data.test_anomalies, "references": protocol.references,
                       "test": [s for s in protocol.test if s.label == 1]}[real]
 
-    if "ic_lpips" in chosen:
+    if todo.get("ic_lpips"):
         if not protocol.references:
-            for variant in ic_lpips_variants:
-                scores.unavailable[f"ic_lpips_{variant}"] = f"no reference anomalies under protocol {protocol_name!r}"
+            for name in todo["ic_lpips"]:
+                scores.unavailable[name] = f"no reference anomalies under protocol {protocol_name!r}"
         else:
-            refs = [s.image(size) for s in protocol.references]
+            refs = [s.image(size) for s in bar(protocol.references, desc="load references", unit="img")]
             ref_types = [s.defect_type for s in protocol.references]
             for variant in ic_lpips_variants:
+                name = f"ic_lpips_{variant}"
+                if name not in todo["ic_lpips"]:
+                    continue
                 config = IC_LPIPS_VARIANTS[variant]
                 say(f"IC-LPIPS ({variant}: {config.net}, cap {config.cap}, empty clusters {config.empty})")
-                result = ic_lpips(images, refs, config, gen_types, ref_types, device=device)
-                name = f"ic_lpips_{variant}"
+                with bar(total=len(images), desc=f"IC-LPIPS {variant}", unit="img") as progress:
+                    result = ic_lpips(images, refs, config, gen_types, ref_types, device=device,
+                                      progress=progress.update)
                 if math.isnan(result.value):
                     scores.unavailable[name] = "every cluster has fewer than 2 generated images"
                 else:
                     scores.values[name] = result.value
                 scores.details[name] = {"groups": result.groups, "cluster_sizes": result.cluster_sizes,
                                         "grouping": result.grouping, "config": asdict(config)}
+                store.finish([name])
 
-    if "kid" in chosen or "fid" in chosen:
+    inception = [g for g in ("kid", "fid") if todo.get(g)]
+    if inception:
         say(f"Inception features ({len(images)} generated, {len(real_anomalies)} real)")
         try:
-            gen_feats = inception_features(images, device=device)
-            real_feats = inception_features([s.image(size) for s in real_anomalies], device=device)
+            gen_feats = inception_features(bar(images, desc="Inception features (generated)", unit="img"),
+                                           device=device)
+            real_images = (s.image(size) for s in real_anomalies)
+            real_feats = inception_features(bar(real_images, total=len(real_anomalies),
+                                                desc="Inception features (real)", unit="img"), device=device)
         except AnobenchError as exc:
-            for name in ("kid", "fid"):
-                if name in chosen:
-                    scores.unavailable[name] = str(exc)
+            for group in inception:
+                scores.unavailable[group] = str(exc)
+                store.finish(metric_names(group))
         else:
-            if "kid" in chosen:
-                try:
-                    result = kid(real_feats, gen_feats, seed=seed)
-                    scores.values["kid"], scores.values["kid_std"] = result.value, result.std
-                    scores.details["kid"] = {"subset_size": result.subset_size, "num_subsets": result.num_subsets,
-                                             "real": real, "n_real": len(real_feats)}
-                except AnobenchError as exc:
-                    scores.unavailable["kid"] = str(exc)
-            if "fid" in chosen:
-                try:
-                    scores.values["fid"] = fid(real_feats, gen_feats)
-                    scores.details["fid"] = {"real": real, "n_real": len(real_feats)}
-                except AnobenchError as exc:
-                    scores.unavailable["fid"] = str(exc)
+            if "kid" in inception:
+                with bar(total=1, desc="KID", unit="step") as progress:
+                    try:
+                        result = kid(real_feats, gen_feats, seed=seed)
+                        scores.values["kid"], scores.values["kid_std"] = result.value, result.std
+                        scores.details["kid"] = {"subset_size": result.subset_size,
+                                                 "num_subsets": result.num_subsets, "real": real,
+                                                 "n_real": len(real_feats)}
+                    except AnobenchError as exc:
+                        scores.unavailable["kid"] = str(exc)
+                    progress.update(1)
+                store.finish(metric_names("kid"))
+            if "fid" in inception:
+                with bar(total=1, desc="FID", unit="step") as progress:
+                    try:
+                        scores.values["fid"] = fid(real_feats, gen_feats)
+                        scores.details["fid"] = {"real": real, "n_real": len(real_feats)}
+                    except AnobenchError as exc:
+                        scores.unavailable["fid"] = str(exc)
+                    progress.update(1)
+                store.finish(["fid"])
 
-    if "is" in chosen:
+    if todo.get("is"):
         from anobench.weights import WEIGHTS, weights_available, weights_dir
 
         ok, reason = weights_available("inception-v3-imagenet")
@@ -244,18 +330,23 @@ def score_generated_set(
             scores.unavailable["is"] = reason
         else:
             try:
-                scores.values["is"], scores.values["is_std"] = inception_score(images, device=device)
+                with bar(total=len(images), desc="IS", unit="img") as progress:
+                    scores.values["is"], scores.values["is_std"] = inception_score(images, device=device,
+                                                                                   progress=progress.update)
             except AnobenchError as exc:
                 scores.unavailable["is"] = str(exc)
+        store.finish(metric_names("is"))
 
-    if "mask_consistency" in chosen:
-        _score_mask_consistency(scores, gen, data.root, images, masks, size, change_threshold)
+    if todo.get("mask_consistency"):
+        _score_mask_consistency(scores, gen, data.root, images, masks, size, change_threshold, bar)
+        store.finish(metric_names("mask_consistency"))
 
-    if "mask_stats" in chosen:
+    if todo.get("mask_stats"):
         from scipy.stats import wasserstein_distance
 
         gen_area, gen_comp = mask_statistics(masks)
-        real_area, real_comp = mask_statistics(s.mask(size) for s in data.test_anomalies)
+        real_masks = bar(data.test_anomalies, desc="real masks", unit="img")
+        real_area, real_comp = mask_statistics(s.mask(size) for s in real_masks)
         scores.values["mask_area"] = float(gen_area.mean())
         scores.values["mask_components"] = float(gen_comp.mean())
         if len(real_area):
@@ -266,8 +357,9 @@ def score_generated_set(
         else:
             for name in ("mask_area_real", "mask_area_w1", "mask_components_real", "mask_components_w1"):
                 scores.unavailable[name] = f"{data.root} has no real anomalies"
+        store.finish(metric_names("mask_stats"))
 
-    if "cost" in chosen:
+    if todo.get("cost"):
         seconds = [float(r["seconds"]) for r in gen.rows if r.get("seconds") is not None]
         if seconds:
             scores.values["seconds_per_sample"] = float(np.mean(seconds))
@@ -277,12 +369,12 @@ def score_generated_set(
             scores.values["peak_memory_mb"] = float(meta["peak_memory_mb"])
         else:
             scores.unavailable["peak_memory_mb"] = "dataset.json has no peak_memory_mb"
-        scores.device = meta.get("device") or None
+        store.finish(metric_names("cost"))
     return scores
 
 
 def _score_mask_consistency(scores: GenerationScores, gen, category_root: Path, images, masks,
-                            size: int, threshold: int) -> None:
+                            size: int, threshold: int, bar=None) -> None:
     from anobench.images import read_rgb
 
     if not any(row.get("source") for row in gen.rows):
@@ -290,7 +382,10 @@ def _score_mask_consistency(scores: GenerationScores, gen, category_root: Path, 
         scores.unavailable["mask_change_inside"] = scores.unavailable["mask_changed"] = reason
         return
     inside, changed = [], []
-    for row, image, mask in zip(gen.rows, images, masks):
+    triples = zip(gen.rows, images, masks)
+    if bar is not None:
+        triples = bar(triples, total=len(images), desc="mask consistency", unit="img")
+    for row, image, mask in triples:
         if not row.get("source"):
             continue
         source_path = Path(category_root) / row["source"]
@@ -319,11 +414,26 @@ QUALITY_JSON = "generation_quality.json"
 
 
 def write_scores_json(scores: GenerationScores, folder: str | os.PathLike) -> Path:
-    """Record the full scores (clusters, rules, reasons) beside the generated set."""
+    """Record the full scores (clusters, rules, reasons) beside the generated set.
+
+    Details of metrics this run took from the store (not recomputed) are kept from the record
+    an earlier run of the same setup wrote.
+    """
     from anobench.images import atomic_write_text
 
     path = Path(folder) / QUALITY_JSON
-    atomic_write_text(path, json.dumps(scores.to_json(), indent=2, sort_keys=True, default=float) + "\n")
+    record = scores.to_json()
+    try:
+        before = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        before = None
+    same = isinstance(before, dict) and all(before.get(k) == record[k] for k in ("config_hash", "protocol", "seed"))
+    if same:
+        earlier = {k: v for k, v in (before.get("details") or {}).items() if k != "stored_before"}
+        record["details"] = {**earlier, **record["details"]}
+        record["unavailable"] = {**{k: v for k, v in (before.get("unavailable") or {}).items()
+                                    if k not in record["values"]}, **record["unavailable"]}
+    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=float) + "\n")
     return path
 
 

