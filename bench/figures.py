@@ -10,7 +10,8 @@
 - :func:`cost_scatter`: a detection metric against a cost (seconds per sample, training minutes).
 - :func:`loss_curves`: training loss and validation score from each run's ``loss.csv``/``val.csv``.
 
-Every function returns the written paths; :func:`write_figures` draws every figure the data allows.
+Every function returns the written paths; :func:`anobench.report_stats.write_figures` draws every figure the data allows.
+Generators appear by the display names the tables use (``crop_paste`` as ``Crop&Paste``).
 """
 
 from __future__ import annotations
@@ -52,6 +53,14 @@ def _label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric)
 
 
+def _name(label: str) -> str:
+    """A generator label as the tables print it: every generator name in it by its display name."""
+    from anobench.generators.base import available_generators, display_name
+    from anobench.report import _display
+
+    return _display(str(label), set(available_generators()), display_name)
+
+
 def category_bars(analysis, metric: str, out_dir: Path, group=None) -> list[Path]:
     """Bars of ``metric`` per category and generator, with bootstrap intervals over test images."""
     plt = _pyplot()
@@ -72,7 +81,7 @@ def category_bars(analysis, metric: str, out_dir: Path, group=None) -> list[Path
             means.append(100 * cell.mean(metric))
             lows.append(100 * (cell.mean(metric) - low) if not math.isnan(low) else 0)
             highs.append(100 * (high - cell.mean(metric)) if not math.isnan(high) else 0)
-        ax.bar(xs, means, width * 0.95, yerr=[lows, highs], capsize=3, label=g)
+        ax.bar(xs, means, width * 0.95, yerr=[lows, highs], capsize=3, label=_name(g))
     ax.set_xticks(range(len(categories)), categories)
     ax.set_ylabel(f"{_label(metric)} (%)")
     over = "test images and seeds" if analysis.resample_seeds and max(len(c.seeds) for c in cells) > 1 else "test images"
@@ -105,7 +114,7 @@ def cd_diagram(ranks, out_dir: Path, name: str | None = None) -> list[Path]:
         y = top_label - 0.35 * ((k - 1 - i) if left else i)
         end = k + 0.15 if left else 0.85
         ax.plot([rank, rank, end], [0, y, y], color="k", lw=0.8)
-        ax.text(end, y, f"({rank:.2f}) {g} " if left else f" {g} ({rank:.2f})",
+        ax.text(end, y, f"({rank:.2f}) {_name(g)} " if left else f" {_name(g)} ({rank:.2f})",
                 ha="right" if left else "left", va="center", fontsize=8)
     cd = ranks.critical_difference
     if not math.isnan(cd):
@@ -130,7 +139,7 @@ def sweep_curves(points, out_dir: Path, metric: str, axis: str) -> list[Path]:
     for (generator, category), part in points.groupby(["generator", "category"], sort=True):
         part = part.sort_values("value")
         x = part["value"].to_numpy(float)
-        ax.plot(x, 100 * part["mean"], marker="o", label=f"{generator} / {category}")
+        ax.plot(x, 100 * part["mean"], marker="o", label=f"{_name(generator)} / {category}")
         ax.fill_between(x, 100 * part["low"], 100 * part["high"], alpha=0.2)
     ax.set_xlabel(axis.replace("_", " "))
     ax.set_ylabel(f"{_label(metric)} (%)")
@@ -148,7 +157,7 @@ def quality_scatter(rows, quality: str, detection: str, out_dir: Path, correlati
     joined = q.to_frame("q").join(d.to_frame("d"), how="inner").dropna()
     fig, ax = plt.subplots(figsize=(4.2, 3.2))
     for generator, part in joined.groupby(level="generator"):
-        ax.scatter(part["q"], 100 * part["d"], label=generator)
+        ax.scatter(part["q"], 100 * part["d"], label=_name(generator))
     ax.set_xlabel(quality)
     ax.set_ylabel(f"{_label(detection)} (%)")
     title = f"{quality} vs {_label(detection)}"
@@ -170,7 +179,7 @@ def cost_scatter(points, detection: str, cost: str, out_dir: Path) -> list[Path]
     for generator, part in points.groupby("generator", sort=True):
         mean = 100 * part["mean"].to_numpy(float)
         err = [mean - 100 * part["low"].to_numpy(float), 100 * part["high"].to_numpy(float) - mean]
-        ax.errorbar(part["cost"], mean, yerr=np.nan_to_num(err), fmt="o", capsize=3, label=generator)
+        ax.errorbar(part["cost"], mean, yerr=np.nan_to_num(err), fmt="o", capsize=3, label=_name(generator))
     ax.set_xlabel(cost.replace("_", " "))
     ax.set_ylabel(f"{_label(detection)} (%)")
     ax.set_xscale("log")
@@ -201,7 +210,7 @@ def loss_curves(run_dirs: Sequence[Path], out_dir: Path, labels: Sequence[str] |
     drawn = 0
     for i, run in enumerate(run_dirs):
         run = Path(run)
-        label = labels[i] if labels else run.name
+        label = _name(labels[i] if labels else run.name)
         if (run / "loss.csv").is_file():
             loss = _read_csv(run / "loss.csv")
             if "step" in loss and "loss" in loss:

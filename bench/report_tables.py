@@ -214,22 +214,30 @@ def _detection_table(df, group: tuple[str, ...], dataset: str, protocol: str, de
 
 
 def _setup_caption(df) -> str:
-    """Profile and test-set size for a caption (one test-set size per category, summed)."""
+    """Profile and test-set size for a caption: each category's own count, as a range when they differ.
+
+    The counts are per category (what each row of the table rests on), never a sum over categories.
+    """
     def joined(column: str) -> str:
         values = sorted({str(v) for v in df[column] if str(v)})
         return "/".join(values)
 
+    def span(values: list[int]) -> str:
+        return f"{min(values)}" if min(values) == max(values) else f"{min(values)}–{max(values)}"
+
     parts = []
     if joined("profile"):
         parts.append(f"profile {joined('profile')}")
-    sizes = df[df["n_test"].astype(str) != ""].groupby("category").first()
-    if len(sizes):
-        try:
-            n_test = sum(int(float(v)) for v in sizes["n_test"])
-            n_anom = sum(int(float(v)) for v in sizes["n_test_anomalous"] if str(v))
-            parts.append(f"{n_test} test images ({n_anom} anomalous)")
-        except ValueError:
-            pass
+    sized = df[df["n_test"].astype(str) != ""]
+    try:
+        n_test = [int(float(v)) for v in sized["n_test"]]
+        n_anom = [int(float(v)) for v in sized["n_test_anomalous"] if str(v)]
+    except ValueError:
+        n_test = []
+    if n_test:
+        anomalous = f" ({span(n_anom)} anomalous)" if n_anom else ""
+        each = " per category" if sized["category"].nunique() > 1 else ""
+        parts.append(f"{span(n_test)} test images{anomalous}{each}")
     return (", " + ", ".join(parts)) if parts else ""
 
 
