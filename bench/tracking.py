@@ -6,8 +6,8 @@ the end) and one nested run per finished cell: the cell's full setup as params (
 ``device`` and ``train_device``), its result rows as metrics named ``<protocol>/<metric>``, and
 its results file, scores, run metadata and heat maps as artifacts. A failed cell gets a run with
 status FAILED and its one-line error as a tag. Re-running a grid does not log a cell twice: a
-cell already logged with the same results file (by content hash) is skipped. Logging happens on the driver, so it works with every
-executor. Needs ``pip install 'anobench[mlflow]'``.
+cell already logged with the same results file (by content hash) is skipped. Logging happens on
+the driver, so it works with every executor. Needs ``pip install 'anobench[mlflow]'``.
 """
 
 from __future__ import annotations
@@ -107,12 +107,11 @@ class MlflowLogger:
                   "protocol": self.config.protocol}
         params.update(flatten(_read_json(run_dir / "run.json"), "detector."))
         params.update(flatten(_read_json(generated / "dataset.json"), "generation."))
-        rows = read_results(results)
-        for column in ("device", "train_device"):  # where the cell was evaluated / trained
-            named = sorted({str(v) for v in rows[column] if str(v)})
-            if named:
-                params[column] = ", ".join(named)
         self._params(run_id, params)
+        rows = read_results(results)
+        devices = {column: ", ".join(sorted({str(v) for v in rows[column] if str(v)}))
+                   for column in ("device", "train_device")}  # where the cell was evaluated / trained
+        self._params(run_id, {k: v for k, v in devices.items() if v})
         metrics = [Metric(f"{row.protocol}/{row.metric}", float(row.value), 0, 0)
                    for row in rows.itertuples() if math.isfinite(float(row.value))]
         if outcome.seconds:
