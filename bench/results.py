@@ -4,7 +4,9 @@ One row says: on this dataset/category, the detector trained on this generator's
 seed and protocol measured ``metric = value``. Generation-quality rows (issue 6) use the same
 columns with ``detector = "-"``. Tidy rows from many runs concatenate into one table, which is
 all the report needs; the ``config_hash`` and ``version`` columns say which settings and code
-made the number.
+made the number, the setup columns (:data:`SETUP_COLUMNS`) under which conditions, ``device``
+included. Every cell is text that a plain ``pandas.read_csv`` gives back as it was written:
+hashes are written ``h<hex>`` so that none reads as a number.
 
 The API is two calls, :func:`append_rows` (``store, rows``) and :func:`read_rows` (``store``). A
 store is one of:
@@ -30,6 +32,7 @@ import importlib.util
 import io
 import math
 import os
+import re
 import socket
 import time
 import uuid
@@ -62,6 +65,7 @@ KEY_COLUMNS = ("dataset", "category", "generator", "detector", "seed", "protocol
 # read, so old and new rows of one setup keep one key.
 HASH_COLUMNS = ("config_hash", "generator_config_hash")
 HASH_PREFIX = "h"
+_HEX = "[0-9a-fA-F]+"
 LEGACY_DEVICE_PREFIX = "device="  # older stores: the device as metric "device=<name>", value 1
 # Names a run folder uses: the evaluator writes RUN/results.csv and RUN/heatmaps/*.png
 RESULTS_FILENAME = "results.csv"
@@ -374,7 +378,8 @@ def canonical_rows(frame: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
     import pandas as pd
 
     for column in HASH_COLUMNS:
-        frame[column] = frame[column].map(hash_text)
+        bare = frame[column].str.fullmatch(_HEX)
+        frame[column] = frame[column].where(~bare, HASH_PREFIX + frame[column])
     facts = frame["metric"].str.startswith(LEGACY_DEVICE_PREFIX)
     if not facts.any():
         return frame
@@ -390,9 +395,7 @@ def canonical_rows(frame: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
 def hash_text(value: str) -> str:
     """A config hash as result rows hold it: ``h`` + the hex digest (idempotent; other text unchanged)."""
     value = str(value)
-    if value and all(c in "0123456789abcdefABCDEF" for c in value):
-        return HASH_PREFIX + value
-    return value
+    return HASH_PREFIX + value if re.fullmatch(_HEX, value) else value
 
 
 def _bad_cell(path: Path, frame, bad, column: str, expected: str) -> None:
