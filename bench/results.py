@@ -5,8 +5,8 @@ seed and protocol measured ``metric = value``. Generation-quality rows (issue 6)
 columns with ``detector = "-"``. Tidy rows from many runs concatenate into one table, which is
 all the report needs; the ``config_hash`` and ``version`` columns say which settings and code
 made the number, the setup columns (:data:`SETUP_COLUMNS`) under which conditions, ``device``
-included. Every cell is text that a plain ``pandas.read_csv`` gives back as it was written:
-hashes are written ``h<hex>`` so that none reads as a number.
+included. Hashes are written ``h<hex>`` so that a plain ``pandas.read_csv`` never reads one as
+a number (names that are numbers, e.g. BTAD's category ``01``, still need ``dtype=str``).
 
 The API is two calls, :func:`append_rows` (``store, rows``) and :func:`read_rows` (``store``). A
 store is one of:
