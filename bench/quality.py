@@ -65,10 +65,10 @@ class GenerationScores:
         ``device`` is the device the set was generated on (its cost figures' device); ``only``
         keeps the rows of these metrics.
         """
-        only = None if only is None else set(only)
         import anobench
         from anobench.results import NO_DETECTOR, hash_text
 
+        only = None if only is None else set(only)
         base = {"dataset": self.dataset, "category": self.category, "generator": self.generator,
                 "detector": NO_DETECTOR, "seed": self.seed, "protocol": self.protocol,
                 "config_hash": hash_text(self.config_hash), "version": version or anobench.__version__,
@@ -133,11 +133,12 @@ class _Stored:
     """The results store as a scoring run fills it: finished metrics appended as each stage ends.
 
     Metrics already stored with a finite value for this set (same dataset, category, generator,
-    seed, protocol and config hash) are skipped on a rerun; a stored NaN (unavailable) is tried
-    again, since its reason (missing weights, too few images) may have gone.
+    seed, protocol and config hash, and as many samples as it has now) are skipped on a rerun; a
+    stored NaN (unavailable) is tried again, since its reason (missing weights, too few images)
+    may have gone. Values stored for another sample count (the set grew since) are all redone.
     """
 
-    def __init__(self, path: str | os.PathLike | None, scores: GenerationScores):
+    def __init__(self, path: str | os.PathLike | None, scores: GenerationScores, n_samples: int):
         from anobench.results import check_appendable, hash_text, read_results
 
         self.path, self.scores, self.values = path, scores, {}
@@ -152,7 +153,8 @@ class _Stored:
                     & (rows["seed"] == scores.seed) & (rows["protocol"] == scores.protocol)
                     & (rows["config_hash"] == hash_text(scores.config_hash))]
         latest = mine.drop_duplicates("metric", keep="last")
-        self.values = {m: float(v) for m, v in zip(latest["metric"], latest["value"]) if math.isfinite(v)}
+        values = {m: float(v) for m, v in zip(latest["metric"], latest["value"]) if math.isfinite(v)}
+        self.values = values if values.get("n_samples") == float(n_samples) else {}
 
     def todo(self, names: Iterable[str]) -> list[str]:
         """The names still to compute; the stored ones are copied into the scores."""
@@ -240,7 +242,7 @@ def score_generated_set(
         seed=int(meta.get("seed", 0)), config_hash=_config_hash(meta),
         device=meta.get("device") or None,  # the device the set was generated on (its cost's device)
     )
-    store = _Stored(results, scores)
+    store = _Stored(results, scores, len(gen))
     if store.todo(["n_samples"]):
         scores.values["n_samples"] = float(len(gen))
         store.finish(["n_samples"])

@@ -102,6 +102,15 @@ def test_rows_are_stored_per_stage_and_a_rerun_computes_only_the_missing(generat
     rows = len(read_results(store))
     again = quality.score_generated_set(generated_set, **args)
     assert len(read_results(store)) == rows and set(again.values) == set(full.values)  # nothing left to do
+    assert not is_calls and not mask_calls
+
+    # values stored for another sample count (the set grew since) are stale: everything is redone
+    from anobench.results import append_rows
+
+    append_rows(store, [{**r, "value": 4.0} for r in full.rows() if r["metric"] == "n_samples"])
+    grown = quality.score_generated_set(generated_set, **args)
+    assert is_calls and mask_calls and "stored_before" not in grown.details
+    assert _stored(store)["n_samples"] == 10
 
 
 @needs_lpips
