@@ -807,8 +807,9 @@ def _fault_report_read_only(tmp, w, mp):
 
 def _fault_score_generation_read_only(tmp, w, mp):
     gen = gen_copy(tmp, w)
+    # refused before any scoring (rows are stored per metric); like evaluate, the store is named
     return (unwritable(mp, tmp / "gen"), ["score-generation", gen, "--data-root", w.data, "--category", CATEGORY,
-                                          "--metrics", "mask_stats", "-q"], ("read-only",))
+                                          "--metrics", "mask_stats", "-q"], ("--results", "results.csv"))
 
 
 def _fault_datasets_check_unreadable(tmp, w, mp):
