@@ -219,8 +219,8 @@ def score_generation(folder, dataset, data_root, category, split, metrics, ic_va
     write_scores_json(scores, folder)
     kept = len(scores.details.get("stored_before", []))
     what = f"{folder}: {len(scores.values)} values for {scores.generator}/{scores.category}"
-    click.echo(f"{what} in {path} ({len(scores.values) - kept} appended, {kept} stored before, not recomputed)"
-               if kept else f"{what} appended to {path}")
+    click.echo(f"{what} in {path} ({kept} of them stored before, not recomputed)" if kept
+               else f"{what} appended to {path}")
 
 
 @cli.command("report")

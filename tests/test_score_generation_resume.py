@@ -142,7 +142,7 @@ def test_a_kill_after_fid_keeps_ic_lpips_kid_and_fid(generated_set, demo_root, t
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert not lpips_calls and not feature_calls  # IC-LPIPS and the Inception features are not computed again
-    assert "5 stored before, not recomputed" in result.stdout
+    assert "(5 of them stored before, not recomputed)" in result.stdout
     stored = _stored(store)
     assert set(stored) == set(kept) | {"mask_change_inside", "mask_changed"}
     assert all(stored[k] == v for k, v in kept.items())
