@@ -278,6 +278,19 @@ def test_cells_that_share_a_generated_set_name_one_set(tmp_path, demo_root):
     assert cell_set_dir(config, (MIX_LABEL, "disc", 0)) == tmp_path / f"out/generated/seed0/{MIX_LABEL}/disc"
 
 
+def test_a_mixture_needing_more_samples_than_listed_gets_its_own_set(tmp_path, demo_root):
+    """draem num 6 in a 10-sample 0.9/0.1 mixture needs 9 draem samples: a num9 set, the listed 6 untouched."""
+    from anobench.runner import parse_run_config, set_dir, set_keys
+
+    grid = _grid(demo_root, tmp_path / "out", generators=[{"name": "draem", "num": 6}, {"name": "crop_paste", "num": 10}])
+    config = parse_run_config({**grid, "sweep": {"mix": [{"draem": 0.9, "crop_paste": 0.1}]}}, tmp_path)
+    keys = set_keys(config, ("mix[draem=0.9,crop_paste=0.1]", "disc", 0))
+    assert keys == [("draem", "disc", 0, 9), ("crop_paste", "disc", 0, 10)]
+    assert [set_dir(config, k) for k in keys] == [tmp_path / "out/generated/seed0/num9/draem/disc",
+                                                  tmp_path / "out/generated/seed0/crop_paste/disc"]
+    assert set_keys(config, ("draem", "disc", 0)) == [("draem", "disc", 0, 6)]
+
+
 def _run_sharing_grid(demo_root, out: Path, **executor) -> dict:
     from anobench.runner import parse_run_config, run_grid
 
