@@ -32,7 +32,9 @@ Config keys (relative paths are relative to the config file's folder)::
 Cells run through an executor (:mod:`anobench.executors`): ``local``, one after another in this
 process, or ``ray``, each stage a Ray task; a failing cell is listed at the end, the others finish.
 
-Layout: ``OUT/generated/seed<S>/<generator>/<category>/``, ``OUT/runs/<generator>/<category>/seed<S>/``
+Layout: ``OUT/generated/seed<S>/<generator>/<category>/`` (a swept ``num`` under ``seed<S>/num<N>/``,
+a mixture under its label; cells differing only in training settings share one set: :func:`set_keys`),
+``OUT/runs/<generator>/<category>/seed<S>/``
 (each with ``results.csv`` and ``heatmaps/``), ``OUT/report.<ext>``.
 """
 
