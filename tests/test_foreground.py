@@ -127,3 +127,15 @@ def test_generators_select_the_realnet_rules(demo_root, name):
         outside[rules] = sum(int((s.mask & ~foreground_mask(r.source, "mvtec_ad", "cable")).sum())
                              for r, s in zip(requests, gen.generate(requests)))
     assert outside["class"] == 0 and outside["realnet"] > 0
+
+
+def test_realnet_bottle_foreground_on_real_data(shared_data):
+    """Real MVTec AD bottle: the Otsu dark side is the bottle (centre in, corners out), close to MemSeg's."""
+    from anobench.datasets import load_category
+
+    data = load_category("mvtec_ad", shared_data / "mvtec_ad", "bottle")
+    for sample in data.train[:3]:
+        image = sample.image(256)
+        realnet, memseg = (foreground_mask(image, "mvtec_ad", "bottle", r) for r in ("realnet", "memseg"))
+        assert realnet[118:138, 118:138].all() and not realnet[:10, :10].any()
+        assert 0.5 < realnet.mean() < 0.75 and (realnet & memseg).sum() / (realnet | memseg).sum() > 0.9
