@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from anobench.errors import AnobenchError
-from anobench.results import BASE_COLUMNS, KEY_COLUMNS, NO_DETECTOR, SETUP_COLUMNS, TEXT_COLUMNS, canonical_rows
+from anobench.results import (BASE_COLUMNS, KEY_COLUMNS, NO_DETECTOR, SETUP_COLUMNS, TEXT_COLUMNS, canonical_rows,
+                              hash_digest)
 
 PAIRS = {
     "table2": ("image_auroc", "pixel_auroc"),  # DH-Diff Table II: (image AUROC, pixel AUROC)
@@ -335,10 +336,11 @@ def label_setups(df):
             continue
         setups = {h: part[part["config_hash"] == h].iloc[0] for h in hashes}
         differ = [f for f in SETUP_LABEL_FIELDS if len({str(r[f]) for r in setups.values()}) > 1]
-        labels = {h: f"{generator} ({', '.join(f'{f}={r[f]}' for f in differ)})" if differ else f"{generator} #{h[:7]}"
+        short = {h: hash_digest(h)[:6] for h in hashes}  # as run.json and the statistics tables show it
+        labels = {h: f"{generator} ({', '.join(f'{f}={r[f]}' for f in differ)})" if differ else f"{generator} #{short[h]}"
                   for h, r in setups.items()}
         if len(set(labels.values())) < len(labels):
-            labels = {h: f"{label} #{h[:7]}" for h, label in labels.items()}
+            labels = {h: f"{label} #{short[h]}" for h, label in labels.items()}
         where = (df["dataset"] == dataset) & (df["detector"] == detector) & (df["generator"] == generator)
         df.loc[where, "generator"] = df.loc[where, "config_hash"].map(labels)
     return df

@@ -398,6 +398,13 @@ def hash_text(value: str) -> str:
     return HASH_PREFIX + value if re.fullmatch(_HEX, value) else value
 
 
+def hash_digest(text: str) -> str:
+    """The hex digest of a row's hash text (the inverse of :func:`hash_text`; other text unchanged)."""
+    text = str(text)
+    bare = text[len(HASH_PREFIX):]
+    return bare if text.startswith(HASH_PREFIX) and re.fullmatch(_HEX, bare) else text
+
+
 def _bad_cell(path: Path, frame, bad, column: str, expected: str) -> None:
     index = int(bad.to_numpy().nonzero()[0][0])
     where = f"line {index + 2}" if path.suffix.lower() != ".parquet" else f"row {index + 1}"

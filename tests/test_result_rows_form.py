@@ -160,3 +160,11 @@ def test_report_csv_reads_back_with_plain_pandas_unchanged(tmp_path):
     back = pd.read_csv(out)  # no dtype arguments
     pd.testing.assert_frame_equal(back, _natural(written))
     assert back["config_hash"][0] == "h1234e5678901" and back["generator_config_hash"][0] == "h123456789012"
+
+
+def test_two_setups_told_apart_by_hash_show_the_digest_as_run_json_has_it():
+    rows = [{"dataset": "mvtec_ad", "category": "disc", "generator": "draem", "detector": "unet", "seed": 0,
+             "protocol": "thirds", "metric": "pixel_ap", "value": v, "config_hash": h, "version": "0.1.0"}
+            for h, v in (("1234e5678901", 0.5), ("h abc", 0.6))]
+    header = render_tables(pd.DataFrame(rows), "markdown").splitlines()[2]
+    assert "DRAEM #1234e5" in header and "DRAEM #h abc" in header and "#h1234" not in header
