@@ -105,7 +105,7 @@ def train_stage(config: "RunConfig", cell: Cell, generated: dict[str, Any], prog
         profile=train.get("profile", "quick"), seed=seed, detector=train.get("detector"),
         encoder=train.get("encoder"), encoder_weights=train.get("encoder_weights"),
         overrides={**(train.get("set") or {}), **config.variant(name).train_overrides}, progress=progress,
-        protocol_preset=config.protocol_preset,
+        protocol_preset=config.protocol_preset, num=config.variant(name).num,
     )
     return {**generated, "steps": trained.steps, "train_seconds": time.perf_counter() - started}
 
