@@ -135,6 +135,7 @@ def prepare_context(
         model=model,
         checkpoint=Path(checkpoint) if checkpoint else None,
         device=resolve_device(device),
+        data_root=Path(data_root),
     )
     return data, protocol, context
 
