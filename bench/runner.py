@@ -32,7 +32,9 @@ Config keys (relative paths are relative to the config file's folder)::
 Cells run through an executor (:mod:`anobench.executors`): ``local``, one after another in this
 process, or ``ray``, each stage a Ray task; a failing cell is listed at the end, the others finish.
 
-Layout: ``OUT/generated/seed<S>/<generator>/<category>/``, ``OUT/runs/<generator>/<category>/seed<S>/``
+Layout: ``OUT/generated/seed<S>/<generator>/<category>/`` (a swept ``num`` under ``seed<S>/num<N>/``,
+a mixture under its label; cells differing only in training settings share one set: :func:`set_keys`),
+``OUT/runs/<generator>/<category>/seed<S>/``
 (each with ``results.csv`` and ``heatmaps/``), ``OUT/report.<ext>``.
 """
 
@@ -120,6 +122,10 @@ class RunConfig:
             spec = next(g for g in self.generators if g.name == label)
             found = Variant(spec.name, spec.name, spec.num)
         return found
+
+    def spec(self, name: str) -> GeneratorSpec:
+        """The listed generator called ``name``."""
+        return next(g for g in self.generators if g.name == name)
 
     def generated_dir(self, generator: str, category: str, seed: int) -> Path:
         return self.out / "generated" / f"seed{seed}" / generator / category
@@ -423,32 +429,61 @@ def write_report(config: RunConfig, cells: list[tuple[str, str, int]]) -> str:
     return markdown
 
 
-def _generate_variant(config: RunConfig, variant, category: str, seed: int, progress: bool) -> tuple[Path, int]:
-    """The generated set a cell trains on: the listed generator's, a resized one, or a mixture."""
+SetKey = tuple  # (listed generator, category, seed, num): one plain generated set
+
+
+def set_keys(config: RunConfig, cell: tuple[str, str, int]) -> list[SetKey]:
+    """The plain generated sets a cell trains on: its generator's, or a mixture's components.
+
+    Cells that differ only in training settings (a ``synthetic_fraction`` sweep, a ``num`` sweep
+    value equal to the listed ``num``) and mixtures over listed generators name the same key:
+    the executors make each key once and every cell needing it waits for it.
+    """
+    from anobench.sweeps import mixture_counts
+
+    label, category, seed = cell
+    variant = config.variant(label)
+    if variant.components is None:
+        return [(variant.generator, category, seed, variant.num)]
+    counts = mixture_counts(variant.components, variant.num)
+    return [(name, category, seed, max(config.spec(name).num, count)) for name, count in counts.items()]
+
+
+def set_dir(config: RunConfig, key: SetKey) -> Path:
+    """Where a plain set lives: ``OUT/generated/seed<S>[/num<N>]/<generator>/<category>``."""
+    name, category, seed, num = key
+    root = config.generated_dir(name, category, seed).parent.parent
+    return (root if num == config.spec(name).num else root / f"num{num}") / name / category
+
+
+def cell_set_dir(config: RunConfig, cell: tuple[str, str, int]) -> Path:
+    """The folder a cell trains on: its plain set, or its composed mixture."""
+    if config.variant(cell[0]).components is not None:
+        return config.generated_dir(*cell)
+    return set_dir(config, set_keys(config, cell)[0])
+
+
+def generate_set(config: RunConfig, key: SetKey, progress: bool):
+    """Write (or complete) one plain set; returns its :class:`GenerationSummary`."""
     from anobench.generation import generate_dataset
-    from anobench.sweeps import MIX, compose_mixture, mixture_counts
 
-    def generate(name: str, num: int, root: Path):
-        spec = next(g for g in config.generators if g.name == name)
-        return generate_dataset(
-            name, config.dataset, config.data_root, category, num, root, seed=seed, split=config.protocol,
-            anomaly_source=spec.anomaly_source, model=spec.model, checkpoint=spec.checkpoint, device=spec.device,
-            batch_size=spec.batch_size, overrides=spec.overrides, image_size=_image_size(config.train),
-            progress=progress)
+    name, category, seed, num = key
+    spec = config.spec(name)
+    return generate_dataset(
+        name, config.dataset, config.data_root, category, num, set_dir(config, key).parent.parent, seed=seed,
+        split=config.protocol, anomaly_source=spec.anomaly_source, model=spec.model, checkpoint=spec.checkpoint,
+        device=spec.device, batch_size=spec.batch_size, overrides=spec.overrides,
+        image_size=_image_size(config.train), progress=progress)
 
-    base_root = config.generated_dir(variant.generator, category, seed).parent.parent
-    if variant.components is not None:  # a sweep mixture (a listed `mix` generator is generated as it is)
-        counts = mixture_counts(variant.components, variant.num)
-        parts = {}
-        for name, count in counts.items():
-            spec = next(g for g in config.generators if g.name == name)
-            parts[name] = generate(name, max(spec.num, count), base_root).folder
-        out = config.generated_dir(variant.label, category, seed)
-        return compose_mixture(parts, counts, out), variant.num
-    spec = next(g for g in config.generators if g.name == variant.generator)
-    root = base_root if variant.num == spec.num else base_root / f"num{variant.num}"
-    summary = generate(variant.generator, variant.num, root)
-    return summary.folder, min(summary.total, variant.num)  # a larger existing set: its first num train
+
+def compose_cell_set(config: RunConfig, cell: tuple[str, str, int]) -> Path:
+    """A mixture cell's set, composed from its component sets (already generated)."""
+    from anobench.sweeps import compose_mixture, mixture_counts
+
+    variant = config.variant(cell[0])
+    counts = mixture_counts(variant.components, variant.num)
+    parts = {key[0]: set_dir(config, key) for key in set_keys(config, cell)}
+    return compose_mixture(parts, counts, config.generated_dir(*cell))
 
 
 def _image_size(train: dict[str, Any]) -> int:

@@ -102,7 +102,9 @@ class MlflowLogger:
             return
         run = self.client.create_run(self.experiment_id, run_name=label, tags={**tags, RESULTS_TAG: digest})
         run_id = run.info.run_id
-        generated = self.config.generated_dir(*outcome.cell)
+        from anobench.runner import cell_set_dir
+
+        generated = cell_set_dir(self.config, outcome.cell)  # a swept cell trains on its base set
         name, category, seed = outcome.cell
         params = {"generator": name, "category": category, "seed": str(seed), "dataset": self.config.dataset,
                   "protocol": self.config.protocol}

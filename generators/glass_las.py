@@ -15,7 +15,8 @@ Follows cqylunlun/GLASS@f788d56 ``perlin.py`` (``perlin_mask``, ``generate_thr``
 
 Deviations: GLASS reads precomputed foreground images (``fg_mask/<class>/``) for the classes its
 spreadsheet marks; here the shared per-class threshold rule (``anobench.generators.foreground``)
-stands in, textures use the whole image, ``foreground=none`` turns it off. Without
+stands in (``foreground=realnet``: RealNet's Otsu/triangle rules), textures use the whole image,
+``foreground=none`` turns it off. Without
 ``--anomaly-source`` the other normal images are the source (GLASS's code has that hook with
 weight 0). The rotation op fills with black as torchvision's RandomAffine does.
 """
@@ -49,7 +50,7 @@ class GlassLasConfig:
     threshold: float = 0.5
     num_ops: int = 3
     feature_stride: int = 8  # the mask must survive max-pooling to the 1/8 feature grid
-    foreground: Literal["class", "none"] = "class"
+    foreground: Literal["class", "realnet", "none"] = "class"  # class: MemSeg's rules; realnet: RealNet's
     max_redraws: int = 1000
 
     def validate(self) -> None:
@@ -125,8 +126,8 @@ class GlassLasGenerator(Generator):
         cfg, rng, image = self.config, request.rng(), request.source
         source, path = self.sources.pick(rng) if len(self.sources) else (image, request.source_path)
         aug, ops = augment(Image.fromarray(source), rng, cfg.num_ops)
-        fg = foreground_mask(image, self.context.dataset, self.context.category) if cfg.foreground == "class" \
-            else np.ones(image.shape[:2], bool)
+        fg = np.ones(image.shape[:2], bool) if cfg.foreground == "none" else foreground_mask(
+            image, self.context.dataset, self.context.category, "realnet" if cfg.foreground == "realnet" else "memseg")
         if not fg.any():
             fg = np.ones(image.shape[:2], bool)
         mask, kind = las_mask(rng, image.shape[0], fg, self.perlin, cfg.feature_stride, cfg.max_redraws)

@@ -39,7 +39,7 @@ class MemSegConfig:
     perlin_noise_threshold: float = 0.5
     structure_grid_size: int = 8
     texture_probability: float = 0.5  # when a texture folder is given
-    foreground: Literal["class", "none"] = "class"
+    foreground: Literal["class", "realnet", "none"] = "class"  # class: MemSeg's rules; realnet: RealNet's
     max_redraws: int = 200
 
     def validate(self) -> None:
@@ -81,8 +81,8 @@ class MemSegGenerator(Generator):
 
     def _one(self, request: SampleRequest) -> GeneratedSample:
         cfg, rng, image = self.config, request.rng(), request.source
-        fg = foreground_mask(image, self.context.dataset, self.context.category) if cfg.foreground == "class" \
-            else np.ones(image.shape[:2], bool)
+        fg = np.ones(image.shape[:2], bool) if cfg.foreground == "none" else foreground_mask(
+            image, self.context.dataset, self.context.category, "realnet" if cfg.foreground == "realnet" else "memseg")
         if not fg.any():
             fg = np.ones(image.shape[:2], bool)
         for redraw in range(cfg.max_redraws):

@@ -249,3 +249,84 @@ def test_a_cell_trained_on_another_sample_count_fails_instead_of_being_skipped(d
     assert result.exit_code == 2, result.output
     assert "[0/1 done, 0 running, 1 failed] draem/disc/seed0: FAILED" in result.output
     assert "trained on 6 generated samples, the config asks for 8" in result.output
+
+
+# --- a generated set shared by several cells is made once, and every training waits for it ---
+
+SHARING = {"sweep": {"synthetic_fraction": [0.5], "mix": [{"draem": 0.5, "crop_paste": 0.5}]}}
+MIX_LABEL = "mix[draem=0.5,crop_paste=0.5]"
+
+
+def test_cells_that_share_a_generated_set_name_one_set(tmp_path, demo_root):
+    """The plan: 5 cells (2 listed, 2 swept synthetic_fraction, 1 mixture) need 2 generated sets."""
+    from anobench.executors import cell_set
+    from anobench.runner import cell_set_dir, parse_run_config
+
+    config = parse_run_config({**_grid(demo_root, tmp_path / "out"), **SHARING}, tmp_path)
+    made, calls, composed = {}, [], []
+
+    def generate(key):
+        calls.append(key)
+        return {"key": key}
+
+    plans = {cell[0]: cell_set(config, cell, made, generate, lambda cell, parts: composed.append(parts) or parts)
+             for cell in config.cells()}
+    assert sorted(calls) == [("crop_paste", "disc", 0, 6), ("draem", "disc", 0, 6)]  # once each
+    assert plans["draem[synthetic_fraction=0.5]"] is plans["draem"]  # the same result (a Ray ref: one task)
+    assert composed == [[plans["draem"], plans["crop_paste"]]]  # the mixture depends on both sets
+    assert cell_set_dir(config, ("draem[synthetic_fraction=0.5]", "disc", 0)) == tmp_path / "out/generated/seed0/draem/disc"
+    assert cell_set_dir(config, (MIX_LABEL, "disc", 0)) == tmp_path / f"out/generated/seed0/{MIX_LABEL}/disc"
+
+
+def test_a_mixture_needing_more_samples_than_listed_gets_its_own_set(tmp_path, demo_root):
+    """draem num 6 in a 10-sample 0.9/0.1 mixture needs 9 draem samples: a num9 set, the listed 6 untouched."""
+    from anobench.runner import parse_run_config, set_dir, set_keys
+
+    grid = _grid(demo_root, tmp_path / "out", generators=[{"name": "draem", "num": 6}, {"name": "crop_paste", "num": 10}])
+    config = parse_run_config({**grid, "sweep": {"mix": [{"draem": 0.9, "crop_paste": 0.1}]}}, tmp_path)
+    keys = set_keys(config, ("mix[draem=0.9,crop_paste=0.1]", "disc", 0))
+    assert keys == [("draem", "disc", 0, 9), ("crop_paste", "disc", 0, 10)]
+    assert [set_dir(config, k) for k in keys] == [tmp_path / "out/generated/seed0/num9/draem/disc",
+                                                  tmp_path / "out/generated/seed0/crop_paste/disc"]
+    assert set_keys(config, ("draem", "disc", 0)) == [("draem", "disc", 0, 6)]
+
+
+def _run_sharing_grid(demo_root, out: Path, **executor) -> dict:
+    from anobench.runner import parse_run_config, run_grid
+
+    config = parse_run_config({**_grid(demo_root, out), **SHARING}, out.parent)
+    outcomes = []
+    run_grid(config, progress=False, echo=lambda line: None, listeners=[outcomes.append], **executor)
+    assert [o.status for o in outcomes] == ["done"] * 5, [(o.cell, o.text) for o in outcomes]
+    return {o.cell[0]: o.stages for o in outcomes}
+
+
+def _assert_made_once(out: Path, stages: dict) -> None:
+    """Each set has one generation id (one execution) shared by every cell that trained on it."""
+    draem, crop = stages["draem"]["generations"], stages["crop_paste"]["generations"]
+    assert len(draem) == 1 and len(crop) == 1 and draem != crop
+    assert stages["draem[synthetic_fraction=0.5]"]["generations"] == draem
+    assert stages["crop_paste[synthetic_fraction=0.5]"]["generations"] == crop
+    assert stages[MIX_LABEL]["generations"] == draem + crop
+    assert stages["draem[synthetic_fraction=0.5]"]["folder"] == stages["draem"]["folder"]
+    assert sorted(p.parent.parent.name for p in (out / "generated").rglob("dataset.json")) == \
+        ["crop_paste", "draem", MIX_LABEL]
+
+
+def test_local_executor_makes_a_shared_set_once(demo_root, tmp_path):
+    _assert_made_once(tmp_path / "out", _run_sharing_grid(demo_root, tmp_path / "out"))
+
+
+@pytest.mark.slow
+def test_ray_makes_a_shared_set_once_and_gives_the_local_rows(demo_root, tmp_path, local_ray):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the Ray tasks train with one thread each
+    try:
+        _assert_made_once(tmp_path / "local", _run_sharing_grid(demo_root, tmp_path / "local"))
+    finally:
+        torch.set_num_threads(threads)
+    _assert_made_once(tmp_path / "ray", _run_sharing_grid(demo_root, tmp_path / "ray", executor="ray"))
+    a, b = _rows(tmp_path / "local"), _rows(tmp_path / "ray")
+    assert len(a) == 5 * 8 and a.equals(b)
