@@ -10,12 +10,14 @@ The three stage outputs (generated set ``dataset.json``, generator checkpoint, d
   its *identity* (every field that changes the result) matches, else the differing fields are
   named. Paths never enter the identity (a moved or copied grid resumes); they are stored
   relative to the artifact folder next to their absolute form.
-* **status**: ``created`` (metadata written, no result yet), ``running``, ``complete``. A
-  folder still ``created`` that holds nothing but its metadata is what a failed start leaves:
-  a corrected command replaces it instead of being refused by the stub.
+* **status**: ``created`` (metadata written, no result yet), ``running``, ``complete``, the
+  same three values in every artifact. A folder still ``created`` that holds nothing but its
+  metadata is what a failed start leaves: a corrected command replaces it instead of being
+  refused by the stub.
 
-Metadata is typed by the config dataclasses: a stage stores ``config_to_dict(config)`` and
-reads it back with :func:`anobench.config.config_from_dict`, which refuses unknown keys.
+Metadata is typed: each stage's file is a record of :mod:`anobench.records` (written with
+``to_dict``, read back with ``from_dict``), and the configs inside it are the stage's config
+dataclasses (:func:`anobench.config.config_from_dict` refuses unknown keys).
 """
 
 from __future__ import annotations
@@ -30,23 +32,9 @@ from typing import Any
 
 from anobench.errors import AnobenchError
 from anobench.images import atomic_write_text
+from anobench.records import COMPLETE, CREATED, RUNNING, STATUSES, StageRecord  # noqa: F401 - re-exported
 
 LOCK_FILE = ".anobench.lock"
-CREATED, RUNNING, COMPLETE = "created", "running", "complete"
-STATUSES = (CREATED, RUNNING, COMPLETE)
-
-
-def read_json(path: Path, what: str) -> dict[str, Any]:
-    """A metadata file as a dict, or a one-line error naming the file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AnobenchError(f"{path}: {what} not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-        raise AnobenchError(f"{path}: unreadable {what} ({exc.__class__.__name__})") from None
-    if not isinstance(data, dict):
-        raise AnobenchError(f"{path}: {what} must be a JSON object, not {type(data).__name__}")
-    return data
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -58,12 +46,14 @@ def relative_path(target: str | os.PathLike, start: str | os.PathLike) -> str:
     return os.path.relpath(Path(target).resolve(), Path(start).resolve())
 
 
-def resolve_stored_path(folder: Path, meta: dict[str, Any], key: str) -> Path | None:
+def resolve_stored_path(folder: Path, meta: "dict[str, Any] | StageRecord", key: str) -> Path | None:
     """A path the metadata holds as ``key`` (relative to ``folder``) and ``key + '_abs'``.
 
     The relative form wins when it exists (the folder moved with its inputs); the absolute form
     is the fallback (the folder moved alone). None when neither exists.
     """
+    if isinstance(meta, StageRecord):
+        meta = meta.to_dict()
     candidates = []
     if meta.get(key):
         stored = Path(str(meta[key]))
@@ -118,31 +108,29 @@ class FolderLock:
 
 @dataclass
 class Artifact:
-    """An opened stage folder: its metadata (``meta``), identity keys and lock."""
+    """An opened stage folder: its typed metadata (``record``) and lock."""
 
     folder: Path
-    meta_file: str
-    identity_keys: tuple[str, ...]
-    meta: dict[str, Any]
+    record: StageRecord
     resumed: bool
     lock: FolderLock | None = field(default=None, repr=False)
 
     @property
     def meta_path(self) -> Path:
-        return self.folder / self.meta_file
+        return self.folder / self.record.FILE
 
     @property
     def status(self) -> str:
-        return str(self.meta.get("status", CREATED))
+        return self.record.status
 
     def holds_work(self) -> bool:
         """Whether the folder holds anything beyond its metadata and lock (a result, a state)."""
-        return holds_work(self.folder, self.meta_file)
+        return holds_work(self.folder, self.record.FILE)
 
     def save(self, **updates: Any) -> None:
-        """Update and atomically rewrite the metadata file."""
-        self.meta.update(updates)
-        write_json(self.meta_path, self.meta)
+        """Update the record's fields and atomically rewrite the metadata file."""
+        self.record = self.record.replace(**updates)
+        write_json(self.meta_path, self.record.to_dict())
 
     def close(self) -> None:
         if self.lock is not None:
@@ -168,32 +156,33 @@ def identity_diff(old: dict[str, Any], new: dict[str, Any], keys: tuple[str, ...
     return [k for k in keys if norm(old.get(k)) != norm(new.get(k))]
 
 
-def open_artifact(folder: str | os.PathLike, meta_file: str, meta: dict[str, Any],
-                  identity_keys: tuple[str, ...], kind: str, hint: str = "use another --out or delete it",
+def open_artifact(folder: str | os.PathLike, record: StageRecord, hint: str = "use another --out or delete it",
                   lock: bool = True) -> Artifact:
-    """Create ``folder`` with ``meta`` or resume it; the one create-or-resume routine of every stage.
+    """Create ``folder`` with ``record`` or resume it; the one create-or-resume routine of every stage.
 
-    An existing folder whose identity differs is refused, naming the fields, unless it is still
-    ``created`` (a failed start): then it is replaced. On resume the stored metadata is kept
-    (recorded cost, status, frozen split) and returned; the caller updates it with ``save``.
+    An existing folder whose identity (``record.IDENTITY``) differs is refused, naming the
+    fields, unless it is still ``created`` (a failed start): then it is replaced. On resume the
+    stored record is kept (recorded cost, status, frozen split) and returned; the caller updates
+    it with ``save``.
     """
     folder = Path(folder)
+    kind = record.KIND
     if folder.exists() and not folder.is_dir():
         raise AnobenchError(f"{folder}: is a file, not a {kind} folder; use another --out")
     held = FolderLock(folder).acquire() if lock else None
     try:
-        path = folder / meta_file
+        path = folder / record.FILE
         if path.exists():
-            old = read_json(path, f"{kind} metadata")
-            diff = identity_diff(old, meta, identity_keys)
+            old = type(record).read(folder)
+            diff = identity_diff(old.identity(), record.identity(), record.IDENTITY)
             if not diff:
-                return Artifact(folder, meta_file, identity_keys, old, True, held)
-            if old.get("status") != CREATED or holds_work(folder, meta_file):
+                return Artifact(folder, old, True, held)
+            if old.status != CREATED or holds_work(folder, record.FILE):
                 raise AnobenchError(
                     f"{folder}: holds a {kind} made with other settings ({', '.join(diff)} differ); {hint}")
-        new = {**meta, "status": CREATED}
-        write_json(path, new)
-        return Artifact(folder, meta_file, identity_keys, new, False, held)
+        new = record.replace(status=CREATED)
+        write_json(path, new.to_dict())
+        return Artifact(folder, new, False, held)
     except BaseException:
         if held is not None:
             held.release()

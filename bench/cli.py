@@ -282,6 +282,8 @@ def report(results, fmt, metrics, layout, primary, standalone, generated, images
 @click.option("--protocol-preset", type=click.Choice(PROTOCOL_PRESETS),
               help="A paper's detector protocol instead of --profile (see `anobench presets`).")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--num", type=click.IntRange(min=1),
+              help="Train on the set's first NUM samples (default: all; same as a fresh NUM-sized set).")
 @click.option("--detector", help="A registered detector (built-in: unet, draem_disc; plug-ins: entry-point group anobench.detectors). Default: unet.")
 @click.option("--encoder", help="smp encoder of the U-Net (default: tu-tf_efficientnet_lite0).")
 @click.option("--encoder-weights", type=click.Choice(["imagenet", "none"]), help="Default: imagenet for unet.")
@@ -293,7 +295,7 @@ def report(results, fmt, metrics, layout, primary, standalone, generated, images
 @click.option("--deterministic", is_flag=True, help="Deterministic GPU kernels (slower; bitwise repeatable).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a training config field.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def train_detector_cmd(dataset, data_root, category, generated, out, profile, protocol_preset, seed, detector,
+def train_detector_cmd(dataset, data_root, category, generated, out, profile, protocol_preset, seed, num, detector,
                        encoder, encoder_weights, threads, device, precision, workers, deterministic, overrides,
                        quiet) -> None:
     """Train a detector on normals + the generated set; resumable after a kill."""
@@ -310,7 +312,7 @@ def train_detector_cmd(dataset, data_root, category, generated, out, profile, pr
                              protocol_preset=protocol_preset,
                              detector=detector, encoder=encoder, encoder_weights=encoder_weights,
                              overrides=parse_overrides(overrides), progress=not quiet, device=device,
-                             precision=precision, workers=workers, deterministic=deterministic)
+                             precision=precision, workers=workers, deterministic=deterministic, num=num)
     click.echo(summary.line())
 
 

@@ -230,19 +230,21 @@ def _write_per_image(folder: Path, protocol: str, meta, samples, data, scores, l
             "config_hash": result_config_hash(meta), "generated_samples": meta.get("generated_samples"),
             "synthetic_fraction": (meta.get("config") or {}).get("synthetic_fraction"),
             "train_minutes": float(meta.get("train_seconds") or 0.0) / 60.0,
-            "seconds_per_sample": _seconds_per_sample(meta.get("generated"))}
+            "seconds_per_sample": _seconds_per_sample(folder, meta)}
     keys.update(setup or {})
     record = perimage.from_arrays(scores, labels, maps, masks, names=[data.relpath(s.path) for s in samples],
                                   defect_types=[s.defect_type for s in samples], meta=keys)
     perimage.save(folder / perimage.FILE_PATTERN.format(protocol=protocol), record)
 
 
-def _seconds_per_sample(generated: str | None) -> float | None:
-    """Mean generation seconds per sample of the run's generated set (None when it is gone)."""
+def _seconds_per_sample(folder: Path, meta: dict[str, Any]) -> float | None:
+    """Mean generation seconds per sample of the samples the run trained on (None when the set is gone)."""
     try:
         from anobench.store import GeneratedSet
 
-        seconds = [float(r.get("seconds") or 0.0) for r in GeneratedSet.open(generated).rows]
+        generated = resolve_stored_path(folder, meta, "generated")  # relative to the run, then absolute
+        rows = GeneratedSet.open(generated, limit=meta.get("generated_samples")).rows
+        seconds = [float(r.get("seconds") or 0.0) for r in rows]
         return float(np.mean(seconds)) if seconds else None
     except Exception:  # noqa: BLE001 - a moved or partial set only loses the cost figure
         return None

@@ -100,7 +100,7 @@ def generate_stage(config: "RunConfig", key: tuple, progress: bool = False) -> d
 
     started = time.perf_counter()
     summary = generate_set(config, key, progress)
-    return {"folder": str(summary.folder), "samples": summary.total, "made": summary.generated,
+    return {"folder": str(summary.folder), "samples": min(summary.total, key[3]), "made": summary.generated,
             "generate_seconds": time.perf_counter() - started, "generations": [uuid.uuid4().hex]}
 
 
@@ -146,7 +146,7 @@ def train_stage(config: "RunConfig", cell: Cell, generated: dict[str, Any], prog
         profile=train.get("profile", "quick"), seed=seed, detector=train.get("detector"),
         encoder=train.get("encoder"), encoder_weights=train.get("encoder_weights"),
         overrides={**(train.get("set") or {}), **config.variant(name).train_overrides}, progress=progress,
-        protocol_preset=config.protocol_preset,
+        protocol_preset=config.protocol_preset, num=config.variant(name).num,
     )
     return {**generated, "steps": trained.steps, "train_seconds": time.perf_counter() - started}
 

@@ -35,6 +35,7 @@ from anobench.images import read_rgb
 from anobench.artifacts import relative_path
 from anobench.progress import progress_bar
 from anobench.protocol import ProtocolSplit, split_category, split_mismatch
+from anobench.records import COMPLETE, RUNNING, DatasetRecord
 from anobench.safety import check_generate
 from anobench.store import DatasetWriter
 
@@ -134,6 +135,7 @@ def prepare_context(
         model=model,
         checkpoint=Path(checkpoint) if checkpoint else None,
         device=resolve_device(device),
+        data_root=Path(data_root),
     )
     return data, protocol, context
 
@@ -177,28 +179,28 @@ def generate_dataset(
     split_record = protocol.summary(data)
     checkpoint_id = check_checkpoint_split(checkpoint, split_record) if checkpoint else None
     folder = Path(out) / gen.name / category
-    meta = {
-        "generator": gen.name,
-        "generator_version": gen.version,
-        "config": config_to_dict(gen.config),
-        "config_hash": config_hash(gen.config),
-        "dataset": dataset,
-        "category": category,
-        "data_root": relative_path(data_root, folder),
-        "data_root_abs": str(Path(data_root).resolve()),
-        "image_size": image_size,
-        "seed": seed,
-        "protocol": split_record,
-        "reference_anomalies": bool(gen.needs.reference_anomalies),
-        "anomaly_source": str(context.anomaly_source) if context.anomaly_source else None,
-        "anomaly_source_id": folder_id(context.anomaly_source) if context.anomaly_source else None,
-        "model": model,
-        "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
-        "checkpoint_id": checkpoint_id,
-        "device": context.device,
-        "anobench_version": anobench.__version__,
-    }
-    with DatasetWriter(folder, meta, verify=verify) as writer:
+    record = DatasetRecord(
+        generator=gen.name,
+        generator_version=gen.version,
+        config=config_to_dict(gen.config),
+        config_hash=config_hash(gen.config),
+        dataset=dataset,
+        category=category,
+        data_root=relative_path(data_root, folder),
+        data_root_abs=str(Path(data_root).resolve()),
+        image_size=image_size,
+        seed=seed,
+        protocol=split_record,
+        reference_anomalies=bool(gen.needs.reference_anomalies),
+        anomaly_source=str(context.anomaly_source) if context.anomaly_source else None,
+        anomaly_source_id=folder_id(context.anomaly_source) if context.anomaly_source else None,
+        model=model,
+        checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
+        checkpoint_id=checkpoint_id,
+        device=context.device,
+        anobench_version=anobench.__version__,
+    )
+    with DatasetWriter(folder, record, verify=verify) as writer:
         done = writer.done
         n_todo = num - sum(1 for i in done if i < num)
         todo = (i for i in range(num) if i not in done)  # lazy: a huge --num builds no index list
@@ -206,12 +208,12 @@ def generate_dataset(
         if n_todo:
             _generate(gen, context, data, writer, todo, n_todo, num, seed, image_size, batch_size, progress)
         elapsed = time.perf_counter() - started
-        status = "complete" if len(writer.done) >= num else "running"
+        status = COMPLETE if len(writer.done) >= num else RUNNING
         total_seconds = sum(r.get("seconds", 0.0) for r in writer.rows.values())
         if n_todo:  # a re-run with nothing to make keeps the cost recorded by the runs that made the set
             writer.record_cost(peak_memory_mb(), status=status, num=len(writer.done),
                                seconds_per_sample=round(total_seconds / max(len(writer.done), 1), 4))
-        elif writer.meta.get("status") != status or writer.meta.get("num") != len(writer.done):
+        elif writer.record.status != status or writer.record.num != len(writer.done):
             writer.write_meta(status=status, num=len(writer.done))
         return GenerationSummary(folder, n_todo, len(writer.done), elapsed, len(writer.dropped),
                                  len(split_record["dropped"]))
@@ -257,7 +259,7 @@ def check_checkpoint_split(checkpoint: str | Path, split_record: dict) -> str:
     record = read_checkpoint_artifact(Path(checkpoint))
     if record is None:
         return folder_id(Path(checkpoint))
-    trained = record.get("protocol") or {}
+    trained = record.protocol or {}
     differs = split_mismatch(trained, split_record)
     if differs:
         leaked = sorted(set(trained.get("references") or []) & set(split_record.get("test") or []))
@@ -268,7 +270,7 @@ def check_checkpoint_split(checkpoint: str | Path, split_record: dict) -> str:
             f"{len(trained.get('references') or [])} training anomalies are test images here); "
             f"pass --split {trained.get('name')}"
         )
-    return str(record.get("checkpoint_id"))
+    return str(record.checkpoint_id)
 
 
 def _request(data: CategoryData, seed: int, index: int, size: int) -> SampleRequest:

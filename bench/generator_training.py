@@ -18,27 +18,25 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tqdm.auto import tqdm
 
 import anobench
-from anobench.artifacts import COMPLETE, RUNNING, open_artifact, read_json, relative_path
+from anobench.artifacts import COMPLETE, RUNNING, open_artifact, relative_path
 from anobench.config import config_to_dict
 from anobench.errors import AnobenchError
 from anobench.generation import build_generator, prepare_context
+from anobench.records import CheckpointRecord
 
-CHECKPOINT_ARTIFACT = "artifact.json"
-IDENTITY_KEYS = ("generator", "generator_version", "training_config", "dataset", "category", "seed",
-                 "image_size", "protocol", "model")
+CHECKPOINT_ARTIFACT = CheckpointRecord.FILE
+IDENTITY_KEYS = CheckpointRecord.IDENTITY
 
 
-def read_checkpoint_artifact(folder: Path) -> dict[str, Any] | None:
+def read_checkpoint_artifact(folder: Path) -> CheckpointRecord | None:
     """The benchmark's record of a trained generator checkpoint, or None for a foreign folder."""
-    path = Path(folder) / CHECKPOINT_ARTIFACT
     if not Path(folder).is_dir():
         raise AnobenchError(f"{folder}: --checkpoint is not a folder")
-    return read_json(path, "checkpoint record") if path.exists() else None
+    return CheckpointRecord.read(folder) if (Path(folder) / CHECKPOINT_ARTIFACT).exists() else None
 
 
 @dataclass
@@ -75,24 +73,23 @@ def train_generator(
                                               device=device)
     out = Path(out)
     sampling = set(getattr(gen, "sampling_fields", ()))
-    meta = {
-        "generator": gen.name,
-        "generator_version": gen.version,
-        "config": config_to_dict(gen.config),
-        "training_config": {k: v for k, v in config_to_dict(gen.config).items() if k not in sampling},
-        "dataset": dataset,
-        "category": category,
-        "data_root": relative_path(data_root, out),
-        "data_root_abs": str(Path(data_root).resolve()),
-        "image_size": image_size,
-        "seed": seed,
-        "protocol": protocol.summary(data),
-        "model": model,
-        "device": context.device,
-        "anobench_version": anobench.__version__,
-    }
-    with open_artifact(out, CHECKPOINT_ARTIFACT, meta, IDENTITY_KEYS, "generator checkpoint",
-                       hint="use a new --out folder") as artifact:
+    record = CheckpointRecord(
+        generator=gen.name,
+        generator_version=gen.version,
+        config=config_to_dict(gen.config),
+        training_config={k: v for k, v in config_to_dict(gen.config).items() if k not in sampling},
+        dataset=dataset,
+        category=category,
+        data_root=relative_path(data_root, out),
+        data_root_abs=str(Path(data_root).resolve()),
+        image_size=image_size,
+        seed=seed,
+        protocol=protocol.summary(data),
+        model=model,
+        device=context.device,
+        anobench_version=anobench.__version__,
+    )
+    with open_artifact(out, record, hint="use a new --out folder") as artifact:
         try:
             result = gen.fit(context, out, steps=steps, seed=seed, split=split, progress=progress,
                              log=lambda message: tqdm.write(message))
@@ -101,7 +98,7 @@ def train_generator(
                 artifact.save(status=RUNNING)
             raise
         step = int(result["step"])
-        identity = json.dumps({k: artifact.meta.get(k) for k in IDENTITY_KEYS}, sort_keys=True, default=str)
+        identity = json.dumps(artifact.record.identity(), sort_keys=True, default=str)
         artifact.save(status=COMPLETE, step=step,
                       checkpoint_id=hashlib.sha256(f"{identity}|{step}".encode()).hexdigest()[:16])
     return TrainingSummary(Path(result["checkpoint"]), step, float(result["seconds"]), float(result["loss"]))

@@ -14,17 +14,11 @@ from typing import Any, Mapping
 
 from anobench.errors import AnobenchError
 
-# the keys a finished run.json must hold for evaluation, with their JSON types
-RUN_KEYS: dict[str, type | tuple[type, ...]] = {
-    "dataset": str, "category": str, "generator": str, "detector": str, "seed": int, "config": dict,
-    "data_root": str,
-}
-DATASET_KEYS: dict[str, type | tuple[type, ...]] = {"generator": str, "category": str}
+def read_json_object(path: str | os.PathLike, what: str | None = None) -> dict[str, Any]:
+    """The JSON object in ``path``; anything else (bad JSON, a list, null) names the file.
 
-
-def read_json_object(path: str | os.PathLike, required: Mapping[str, type | tuple[type, ...]] | None = None,
-                     what: str | None = None) -> dict[str, Any]:
-    """The JSON object in ``path``; anything else (bad JSON, a list, null, missing keys) names the file."""
+    The one reader of anobench's metadata files; :mod:`anobench.records` checks the keys.
+    """
     path = Path(path)
     what = what or path.name
     try:
@@ -38,22 +32,8 @@ def read_json_object(path: str | os.PathLike, required: Mapping[str, type | tupl
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise AnobenchError(f"{path}: unreadable {what} (not valid UTF-8 JSON)") from None
     if not isinstance(data, dict):
-        raise AnobenchError(f"{path}: {what} holds a JSON {_json_type(data)}, expected an object")
-    check_keys(path, data, required or {}, what)
+        raise AnobenchError(f"{path}: {what} holds a JSON {_json_type(data)}, expected a JSON object")
     return data
-
-
-def check_keys(path: str | os.PathLike, data: Mapping[str, Any], required: Mapping[str, type | tuple[type, ...]],
-               what: str) -> None:
-    missing = [k for k in required if k not in data]
-    if missing:
-        raise AnobenchError(f"{path}: {what} lacks {', '.join(missing)}; was it written by anobench?")
-    for key, kinds in required.items():
-        value = data[key]
-        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-            names = " or ".join(k.__name__ for k in kinds)
-            raise AnobenchError(f"{path}: {what}: {key} is {value!r}, expected {names}")
 
 
 def check_checkpoint(path: str | os.PathLike, state: Any, required: tuple[str, ...] = ("model",)) -> dict[str, Any]:

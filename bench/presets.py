@@ -78,6 +78,12 @@ class Preset:
 _DISC_TRAIN = dict(detector="draem_disc", encoder_weights="none", image_size=256, batch_size=8, lr=1e-4,
                    lr_milestones=(0.8, 0.9), lr_gamma=0.2, focal_alpha=-1.0, focal_gamma=2.0, map_sigma=0.0,
                    synthetic_fraction=0.5, hflip=False, checkpoint_every=200)
+# AnomalyDiffusion's detector training (settings and schedule); the DH-Diff preset derives its own from it
+_ANODIFF_TRAINING = dict(
+    train=dict(_DISC_TRAIN, val_fraction=0.1, max_val_samples=200, val_normals=20, val_every=630),
+    epochs=200,
+    epoch_samples=500,
+)
 
 PRESETS: dict[str, Preset] = {
     "draem": Preset(
@@ -117,9 +123,7 @@ PRESETS: dict[str, Preset] = {
     "anomalydiffusion": Preset(
         name="anomalydiffusion",
         title="AnomalyDiffusion (Hu et al., AAAI 2024), released detector code",
-        train=dict(_DISC_TRAIN, val_fraction=0.1, max_val_samples=200, val_normals=20, val_every=630),
-        epochs=200,
-        epoch_samples=500,
+        **_ANODIFF_TRAINING,
         split="anomalydiffusion",
         test_set="protocol",
         metric_variants=("aupro_thr100", "pixel_f1max_grid005"),
@@ -158,9 +162,7 @@ PRESETS: dict[str, Preset] = {
     "dhdiff": Preset(
         name="dhdiff",
         title="DH-Diff paper setting (Tables II and IV): 50% of the anomalies train the generator, full test set",
-        train=dict(_DISC_TRAIN, val_fraction=0.1, max_val_samples=200, val_normals=20, val_every=630),
-        epochs=200,
-        epoch_samples=500,
+        **_ANODIFF_TRAINING,  # AnomalyDiffusion's detector training, derived (not repeated) so they cannot drift
         split="dhdiff",
         test_set="protocol",
         leaky=True,

@@ -221,26 +221,26 @@ def score_generated_set(
     if real not in ("all", "references", "test"):
         raise AnobenchError(f"real set must be all, references or test, got {real!r}")
     gen = GeneratedSet.open(folder)
-    meta = gen.meta
-    if category is not None and meta.get("category") not in (None, category):
-        raise AnobenchError(f"{folder}: generated for category {meta.get('category')!r}, not {category!r}")
-    if dataset is not None and meta.get("dataset") not in (None, dataset):
-        raise AnobenchError(f"{folder}: generated from dataset {meta.get('dataset')!r}, not {dataset!r}")
-    dataset, category = dataset or meta.get("dataset"), category or meta.get("category")
-    if not dataset or not category:
-        raise AnobenchError(f"{folder}: dataset.json names no dataset or category; pass --dataset and --category")
+    record = gen.record
+    if category is not None and record.category != category:
+        raise AnobenchError(f"{folder}: generated for category {record.category!r}, not {category!r}")
+    if dataset is not None and record.dataset not in (None, dataset):
+        raise AnobenchError(f"{folder}: generated from dataset {record.dataset!r}, not {dataset!r}")
+    dataset, category = dataset or record.dataset, category or record.category
+    if not dataset:
+        raise AnobenchError(f"{folder}: dataset.json names no dataset; pass --dataset")
     data = load_category(dataset, data_root if data_root is not None else gen.data_root(), category)
-    recorded = meta.get("protocol") or {}
+    recorded = record.protocol or {}
     if split is None and isinstance(recorded.get("test"), list):
-        protocol = frozen_split(data, recorded, Path(folder) / "dataset.json")
+        protocol = frozen_split(data, recorded, Path(folder) / record.FILE)
     else:
-        protocol = split_category(data, split or recorded.get("name") or "thirds")
+        protocol = split_category(data, split or record.protocol_name)
     protocol_name = protocol.name
-    size = int(meta.get("image_size") or 256)
+    size = int(record.image_size or 256)
     scores = GenerationScores(
         generator=gen.generator, dataset=dataset, category=category, protocol=protocol_name,
-        seed=int(meta.get("seed", 0)), config_hash=_config_hash(meta),
-        device=meta.get("device") or None,  # the device the set was generated on (its cost's device)
+        seed=int(record.seed or 0), config_hash=_config_hash(record.to_dict()),
+        device=record.device or None,  # the device the set was generated on (its cost's device)
     )
     store = _Stored(results, scores, len(gen))
     if store.todo(["n_samples"]):
@@ -367,8 +367,8 @@ def score_generated_set(
             scores.values["seconds_per_sample"] = float(np.mean(seconds))
         else:
             scores.unavailable["seconds_per_sample"] = "manifest rows have no seconds"
-        if meta.get("peak_memory_mb") is not None:
-            scores.values["peak_memory_mb"] = float(meta["peak_memory_mb"])
+        if record.peak_memory_mb is not None:
+            scores.values["peak_memory_mb"] = float(record.peak_memory_mb)
         else:
             scores.unavailable["peak_memory_mb"] = "dataset.json has no peak_memory_mb"
         store.finish(metric_names("cost"))

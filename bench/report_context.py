@@ -17,7 +17,6 @@ says so instead of guessing.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,12 +31,14 @@ MIN_TEST_ANOMALIES = 5
 MIN_REFERENCES = 3
 
 
-def _json(path: Path) -> dict[str, Any] | None:
+def _record(cls, folder: Path):
+    """A stage record of ``folder``, or None when it is missing or malformed (context is best effort)."""
+    from anobench.errors import AnobenchError
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return cls.read(folder)
+    except AnobenchError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def _test_counts(run_dir: Path, protocol: str) -> tuple[int, int] | None:
@@ -62,14 +63,17 @@ def _uses_references(generator: str) -> bool | None:
 
 def run_context(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """Context rows of one detector run folder: one per protocol it was evaluated under."""
-    run_dir = Path(run_dir)
-    meta = _json(run_dir / "run.json")
-    if meta is None:
-        return []
     from anobench.artifacts import resolve_stored_path
+    from anobench.records import DatasetRecord, RunRecord
 
-    generated_dir = resolve_stored_path(run_dir, meta, "generated")  # relative to the run, then absolute
-    generated = (_json(generated_dir / "dataset.json") if generated_dir is not None else None) or {}
+    run_dir = Path(run_dir)
+    run = _record(RunRecord, run_dir)
+    if run is None:
+        return []
+    meta = run.to_dict()
+    generated_dir = resolve_stored_path(run_dir, run, "generated")  # relative to the run, then absolute
+    record = _record(DatasetRecord, generated_dir) if generated_dir is not None else None
+    generated = record.to_dict() if record is not None else {}
     protocol_info = generated.get("protocol") or {}
     uses = _uses_references(str(meta.get("generator")))
     n_refs = len(protocol_info.get("references") or [])

@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,8 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from anobench.errors import AnobenchError
 from anobench.report_tables import Table
 from anobench.report_writers import _cell_text
+from anobench.records import RunRecord
 from anobench.results import find_results_files
 
 FIGURE_DIR = "figures"
@@ -160,8 +161,8 @@ def category_sections(results: Sequence[str | os.PathLike], images: int = 8) -> 
         for path in files:
             run_dir = path.parent
             try:
-                meta = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+                meta = RunRecord.read(run_dir).to_dict()
+            except AnobenchError:
                 continue
             for scores_file in sorted(run_dir.glob("scores-*.csv")):
                 protocol = scores_file.name[len("scores-"):-len(".csv")]

@@ -337,24 +337,28 @@ def _evaluated(run_dir: Path, protocol: str) -> bool:
 
 def _check_sample_count(run_dir: Path, num: int) -> None:
     """A cell's run was trained on a frozen number of samples; a grid asking for another is refused."""
-    import json
-
-    try:
-        trained_on = json.loads((run_dir / "run.json").read_text()).get("generated_samples")
-    except (OSError, ValueError, AttributeError):
-        return
+    trained_on = getattr(_run_record(run_dir), "generated_samples", None)
     if trained_on is not None and int(trained_on) != int(num):
         raise AnobenchError(f"{run_dir}: trained on {trained_on} generated samples, the config asks for {num}; "
                             "use another out folder (results of both would otherwise be confused)")
 
 
 def _trained(run_dir: Path) -> bool:
-    import json
+    from anobench.records import COMPLETE
 
+    return getattr(_run_record(run_dir), "status", None) == COMPLETE
+
+
+def _run_record(run_dir: Path):
+    """The cell's run.json record, or None when there is none or it is unreadable (the trainer names it)."""
+    from anobench.records import RunRecord
+
+    if not (run_dir / RunRecord.FILE).is_file():
+        return None
     try:
-        return json.loads((run_dir / "run.json").read_text()).get("status") == "trained"
-    except (OSError, ValueError):
-        return False
+        return RunRecord.read(run_dir)
+    except AnobenchError:
+        return None
 
 
 def run_grid(config: RunConfig, progress: bool = True, echo=click.echo, executor: str = "local",

@@ -25,20 +25,15 @@ from typing import Any
 
 import numpy as np
 
-from anobench.artifacts import CREATED, RUNNING, open_artifact, read_json, resolve_stored_path
+from anobench.artifacts import CREATED, RUNNING, open_artifact, resolve_stored_path
 from anobench.errors import AnobenchError
 from anobench.images import atomic_write_bytes, atomic_write_text, png_bytes, read_mask, read_rgb
+from anobench.records import DatasetRecord
 
 MANIFEST = "manifest.jsonl"
-DATASET_JSON = "dataset.json"
-# dataset.json keys that must match for a run to resume into an existing folder (no paths: a
-# moved folder resumes; the anomaly source and checkpoint enter through their content ids)
-IDENTITY_KEYS = (
-    "generator", "generator_version", "config", "dataset", "category", "seed", "image_size", "protocol",
-    "anomaly_source_id", "model", "checkpoint_id",
-)
-# what one generation session records about itself (merged into the stored cost on resume)
-SESSION_KEYS = ("device",)
+DATASET_JSON = DatasetRecord.FILE
+# dataset.json keys that must match for a run to resume into an existing folder
+IDENTITY_KEYS = DatasetRecord.IDENTITY
 
 
 def sample_id(index: int) -> str:
@@ -57,12 +52,13 @@ class DatasetWriter:
     sha256 is checked as well and damaged samples are regenerated.
     """
 
-    def __init__(self, folder: str | os.PathLike, meta: dict[str, Any], verify: bool = False) -> None:
+    def __init__(self, folder: str | os.PathLike, record: DatasetRecord | dict[str, Any], verify: bool = False) -> None:
         self.folder = Path(folder)
-        self.artifact = open_artifact(self.folder, DATASET_JSON, meta, IDENTITY_KEYS, "generated set")
+        if not isinstance(record, DatasetRecord):  # a plain dict is checked as a record
+            record = DatasetRecord.from_dict(record, self.folder)
+        self.artifact = open_artifact(self.folder, record)
         try:
-            self.meta = self.artifact.meta
-            self.session = {k: meta[k] for k in SESSION_KEYS if k in meta}
+            self.session_device = record.device  # this session's device, merged into the stored cost
             self.dropped: list[int] = []
             self.rows: dict[int, dict[str, Any]] = {}
             self._open(verify)
@@ -88,15 +84,19 @@ class DatasetWriter:
     def done(self) -> set[int]:
         return set(self.rows)
 
+    @property
+    def record(self) -> DatasetRecord:
+        return self.artifact.record  # type: ignore[return-value]
+
     def write_meta(self, **updates: Any) -> None:
         self.artifact.save(**updates)
 
     def record_cost(self, peak_memory_mb: float, **updates: Any) -> None:
         """Merge this session's cost into the record: the peak over sessions, every device used."""
-        old_peak = self.meta.get("peak_memory_mb")
+        old_peak = self.record.peak_memory_mb
         peak = peak_memory_mb if old_peak is None else max(float(old_peak), peak_memory_mb)
-        devices = [d for d in str(self.meta.get("device") or "").split(",") if d]
-        new_device = self.session.get("device")
+        devices = [d for d in str(self.record.device or "").split(",") if d]
+        new_device = self.session_device
         if new_device and new_device not in devices:
             devices.append(str(new_device))
         self.write_meta(peak_memory_mb=peak, device=",".join(devices) or None, **updates)
@@ -176,22 +176,29 @@ class GeneratedSet:
     """A finished generated set, as the detector and the quality metrics read it."""
 
     folder: Path
-    meta: dict[str, Any]
+    record: DatasetRecord
     rows: list[dict[str, Any]]
 
     @classmethod
-    def open(cls, folder: str | os.PathLike) -> "GeneratedSet":
-        folder = Path(folder)
-        meta_path = folder / DATASET_JSON
-        if not meta_path.exists():
-            raise AnobenchError(f"{folder}: not a generated set (no {DATASET_JSON})")
-        meta = read_json(meta_path, "generated-set metadata")
-        from anobench.metadata import DATASET_KEYS, check_keys
+    def open(cls, folder: str | os.PathLike, limit: int | None = None) -> "GeneratedSet":
+        """The set in ``folder``; with ``limit``, its first ``limit`` samples (indices 0 .. limit-1).
 
-        check_keys(meta_path, meta, DATASET_KEYS, DATASET_JSON)
+        Sample ``i`` depends only on (seed, category, i), so the first ``limit`` samples of a
+        larger set are exactly what a fresh set of that size holds; a gap among them is refused.
+        """
+        folder = Path(folder)
+        if not (folder / DATASET_JSON).exists():
+            raise AnobenchError(f"{folder}: not a generated set (no {DATASET_JSON})")
+        record = DatasetRecord.read(folder)
         rows = sorted(_read_manifest(folder), key=lambda r: int(r["index"]))
         if not rows:
             raise AnobenchError(f"{folder}: generated set is empty (no rows in {MANIFEST})")
+        if limit is not None:
+            rows = [r for r in rows if int(r["index"]) < limit]
+            if len(rows) < limit:
+                raise AnobenchError(f"{folder}: holds {len(rows)} of samples 0..{limit - 1}, {limit} asked for; "
+                                    "generate them first (the same generate command with --num "
+                                    f"{limit} completes the set)")
         for row in rows:
             for key in ("image", "mask"):
                 name = str(row["files"][key])
@@ -199,23 +206,23 @@ class GeneratedSet:
                     raise AnobenchError(f"{folder / MANIFEST}: sample {row.get('id')}: file {name!r} is outside the set")
                 if not (folder / row["files"][key]).exists():
                     raise AnobenchError(f"{folder / row['files'][key]}: listed in {MANIFEST} but missing")
-        return cls(folder, meta, rows)
+        return cls(folder, record, rows)
 
     def data_root(self) -> Path:
         """The real dataset's root the set was generated from (relative record first, then absolute)."""
-        found = resolve_stored_path(self.folder, self.meta, "data_root")
+        found = resolve_stored_path(self.folder, self.record, "data_root")
         if found is None:
             raise AnobenchError(f"{self.folder}: the dataset it was generated from is not at "
-                                f"{self.meta.get('data_root_abs') or self.meta.get('data_root')}; pass --data-root")
+                                f"{self.record.data_root_abs or self.record.data_root}; pass --data-root")
         return found
 
     @property
     def generator(self) -> str:
-        return self.meta.get("generator", "?")
+        return self.record.generator
 
     @property
     def category(self) -> str:
-        return self.meta.get("category", "?")
+        return self.record.category
 
     def __len__(self) -> int:
         return len(self.rows)

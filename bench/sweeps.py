@@ -129,6 +129,8 @@ def mixture_counts(weights: dict[str, float], num: int) -> dict[str, int]:
 
 def compose_mixture(parts: dict[str, Path], counts: dict[str, int], out: Path) -> Path:
     """Write a generated set at ``out`` from the first ``counts[g]`` samples of each part (resumable)."""
+    from anobench.artifacts import relative_path, resolve_stored_path
+    from anobench.records import DatasetRecord
     from anobench.store import DatasetWriter, GeneratedSet
 
     sets = {g: GeneratedSet.open(folder) for g, folder in parts.items()}
@@ -136,11 +138,22 @@ def compose_mixture(parts: dict[str, Path], counts: dict[str, int], out: Path) -
     for g, s in sets.items():
         if len(s) < counts[g]:
             raise AnobenchError(f"{s.folder}: has {len(s)} samples, the mixture needs {counts[g]}")
-    meta = {k: first.meta.get(k) for k in ("dataset", "category", "seed", "image_size", "protocol", "data_root")}
-    meta.update(generator=MIX, generator_version="1", config={"weights": counts},
-                components={g: s.meta.get("config_hash") for g, s in sets.items()},
-                anomaly_source=None, model=None, checkpoint=None)
-    writer = DatasetWriter(out, meta)
+    base = first.record
+    data_root = resolve_stored_path(first.folder, base, "data_root")
+    record = DatasetRecord(
+        generator=MIX, generator_version="1", config={"weights": counts}, dataset=base.dataset,
+        category=base.category, seed=base.seed, image_size=base.image_size, protocol=base.protocol,
+        data_root=relative_path(data_root, out) if data_root else None,
+        data_root_abs=str(data_root.resolve()) if data_root else None,
+        components={g: s.record.config_hash for g, s in sets.items()})
+    with DatasetWriter(out, record) as writer:
+        _fill_mixture(writer, sets, counts)
+    return Path(out)
+
+
+def _fill_mixture(writer, sets, counts: dict[str, int]) -> int:
+    from anobench.records import COMPLETE
+
     index = 0
     for g, s in sets.items():
         for i in range(counts[g]):
@@ -149,5 +162,5 @@ def compose_mixture(parts: dict[str, Path], counts: dict[str, int], out: Path) -
                 row = {k: v for k, v in s.rows[i].items() if k not in ("id", "index", "files", "sha256")}
                 writer.add(index, image, mask, dict(row, source_generator=g, source_index=i))
             index += 1
-    writer.write_meta(status="complete", num=index)
-    return Path(out)
+    writer.write_meta(status=COMPLETE, num=index)
+    return index

@@ -40,10 +40,11 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     return {prefix.rstrip("."): text[:MAX_PARAM_LENGTH]}
 
 
-def _read_json(path: Path) -> dict:
+def _read_record(cls, folder: Path) -> dict:
+    """A stage record as a dict for logging; {} when it is missing or malformed (logging is best effort)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return cls.read(folder).to_dict()
+    except AnobenchError:
         return {}
 
 
@@ -107,8 +108,10 @@ class MlflowLogger:
         name, category, seed = outcome.cell
         params = {"generator": name, "category": category, "seed": str(seed), "dataset": self.config.dataset,
                   "protocol": self.config.protocol}
-        params.update(flatten(_read_json(run_dir / "run.json"), "detector."))
-        params.update(flatten(_read_json(generated / "dataset.json"), "generation."))
+        from anobench.records import DatasetRecord, RunRecord
+
+        params.update(flatten(_read_record(RunRecord, run_dir), "detector."))
+        params.update(flatten(_read_record(DatasetRecord, generated), "generation."))
         self._params(run_id, params)
         rows = read_results(results)
         devices = {column: ", ".join(sorted({str(v) for v in rows[column] if str(v)}))

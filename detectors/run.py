@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,9 @@ from anobench.detectors.base import Detector, build_detector
 from anobench.detectors.profiles import TrainConfig
 from anobench.errors import AnobenchError
 from anobench.images import atomic_write_bytes
+from anobench.records import COMPLETE, RunRecord
 
-RUN_JSON = "run.json"
+RUN_JSON = RunRecord.FILE
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 LOSS_LOG = "loss.csv"
@@ -50,11 +50,16 @@ def load_checkpoint(path: Path, required: tuple[str, ...] = ("model",)) -> dict[
 
 @dataclass
 class TrainedRun:
-    """A finished run as the evaluator reads it."""
+    """A finished run as the evaluator reads it: its typed ``run.json`` and training config."""
 
     folder: Path
-    meta: dict[str, Any]
+    record: RunRecord
     config: TrainConfig
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """``run.json`` as a dict (old status values already read as their new equivalents)."""
+        return self.record.to_dict()
 
     @classmethod
     def open(cls, folder: str | Path) -> "TrainedRun":
@@ -62,19 +67,16 @@ class TrainedRun:
         path = folder / RUN_JSON
         if not path.exists():
             raise AnobenchError(f"{folder}: not a detector run (no {RUN_JSON}); train one with `anobench train-detector`")
-        from anobench.metadata import RUN_KEYS, check_keys, read_json_object
-
-        meta = read_json_object(path)
-        if meta.get("status") != "trained" or not (folder / BEST_CHECKPOINT).exists():
+        record = RunRecord.read(folder)
+        if record.status != COMPLETE or not (folder / BEST_CHECKPOINT).exists():
             raise AnobenchError(f"{folder}: training has not finished; re-run the same train-detector command to resume")
-        check_keys(path, meta, RUN_KEYS, RUN_JSON)
         try:
-            config = config_from_dict(TrainConfig, meta["config"])
+            config = config_from_dict(TrainConfig, record.config)
         except AnobenchError as exc:
             raise AnobenchError(f"{path}: config: {exc}") from None
         except (KeyError, TypeError, ValueError):
             raise AnobenchError(f"{path}: unreadable config in run.json") from None
-        return cls(folder, meta, config)
+        return cls(folder, record, config)
 
     def load_model(self) -> Detector:
         """The selected checkpoint's detector (encoder weights come from the checkpoint)."""

@@ -8,7 +8,6 @@ normals for the image-level part); the real test set is never looked at during t
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from anobench.devices import Execution, autocast, grad_scaler, optimizer_step, p
 from anobench.errors import AnobenchError
 from anobench.images import atomic_write_text
 from anobench.progress import progress_bar
+from anobench.records import COMPLETE, RUNNING, RunRecord
 from anobench.safety import check_train
 from anobench.store import GeneratedSet
 
@@ -60,8 +60,7 @@ class TrainSummary:
 
 
 # run.json keys that must match for a run to resume (no paths: a moved or copied grid resumes)
-IDENTITY_KEYS = ("dataset", "category", "generator", "generator_config_hash", "generation_seed",
-                 "generated_samples", "protocol", "seed", "config_hash")
+IDENTITY_KEYS = RunRecord.IDENTITY
 
 
 def _truncate_log(path: Path, last_step: int) -> None:
@@ -126,6 +125,7 @@ def train_detector(
     workers: int | None = None,
     deterministic: bool = False,
     protocol_preset: str | None = None,
+    num: int | None = None,
 ) -> TrainSummary:
     """Train (or resume) a detector on ``generated`` plus the category's normals into ``out``.
 
@@ -139,9 +139,15 @@ def train_detector(
     ``device``/``precision``/``workers``/``deterministic`` say where it runs
     (:class:`anobench.devices.Execution`); run.json records them under ``execution``. On the
     CPU the defaults are main's fp32 loop, bit for bit.
+
+    ``num`` trains on the set's first ``num`` samples only (a grid whose ``num`` shrank below an
+    existing set's size): they are exactly a fresh ``num``-sized set's samples, so the run is the
+    one a fresh set would give and records ``generated_samples = num``.
     """
     execution = Execution.resolve(device, precision, workers, deterministic)
-    gen = GeneratedSet.open(generated)
+    if num is not None and num < 1:
+        raise AnobenchError(f"--num must be at least 1, got {num}")
+    gen = GeneratedSet.open(generated, limit=num)
     dataset, category = _check_generated(gen, dataset, category, Path(generated))
     root = Path(data_root) if data_root is not None else gen.data_root()
     if protocol_preset is None:
@@ -153,7 +159,7 @@ def train_detector(
         from anobench.presets import check_split, get_preset, preset_config
 
         data = load_category(dataset, root, category)
-        check_split(get_preset(protocol_preset), (gen.meta.get("protocol") or {}).get("name", "thirds"), str(generated))
+        check_split(get_preset(protocol_preset), gen.record.protocol_name, str(generated))
         config = preset_config(protocol_preset, len(data.train), overrides, detector=detector, encoder=encoder,
                                encoder_weights=encoder_weights)
         profile = f"preset:{protocol_preset}"  # what the rows' profile column shows
@@ -162,40 +168,40 @@ def train_detector(
     out = Path(out)
     torch.manual_seed(seed)
     model = build_detector(config.detector, config.encoder, config.encoder_weights)  # a bad encoder fails here
-    frozen = _frozen_record(out)
-    meta = {
-        "dataset": dataset,
-        "category": category,
-        "data_root": relative_path(root, out),
-        "data_root_abs": str(root.resolve()),
-        "generated": relative_path(gen.folder, out),
-        "generated_abs": str(gen.folder.resolve()),
-        "generator": gen.generator,
-        "generator_config_hash": gen.meta.get("config_hash"),
-        "generation_seed": gen.meta.get("seed"),
-        "generated_samples": _frozen_count(frozen, len(gen)),
-        "reference_anomalies": gen.meta.get("reference_anomalies"),
-        "protocol": (gen.meta.get("protocol") or {}).get("name", "thirds"),
-        "protocol_split": gen.meta.get("protocol"),
-        "seed": seed,
-        "profile": profile,
-        "protocol_preset": protocol_preset,
-        "detector": config.detector,
-        "config": config_to_dict(config),
-        "config_hash": config_hash(config),
-        "anobench_version": anobench.__version__,
-    }
-    with open_artifact(out, RUN_JSON, meta, IDENTITY_KEYS, "detector run") as artifact:
+    frozen = _frozen_record(out) if num is None else None
+    record = RunRecord(
+        dataset=dataset,
+        category=category,
+        data_root=relative_path(root, out),
+        data_root_abs=str(root.resolve()),
+        generated=relative_path(gen.folder, out),
+        generated_abs=str(gen.folder.resolve()),
+        generator=gen.generator,
+        generator_config_hash=gen.record.config_hash,
+        generation_seed=gen.record.seed,
+        generated_samples=_frozen_count(frozen, len(gen)),
+        reference_anomalies=gen.record.reference_anomalies,
+        protocol=gen.record.protocol_name,
+        protocol_split=gen.record.protocol,
+        seed=seed,
+        profile=profile,
+        protocol_preset=protocol_preset,
+        detector=config.detector,
+        config=config_to_dict(config),
+        config_hash=config_hash(config),
+        anobench_version=anobench.__version__,
+    )
+    with open_artifact(out, record) as artifact:
         return _train(artifact, config, model, gen, data, seed, progress, max_steps, execution)
 
 
 def _frozen_record(out: Path) -> dict[str, Any] | None:
-    path = out / RUN_JSON
-    if not path.is_file():
+    """The training split an earlier start froze (None when there is none yet)."""
+    if not (out / RUN_JSON).is_file():
         return None
     try:
-        return json.loads(path.read_text()).get("training_split")
-    except (OSError, ValueError, AttributeError):
+        return RunRecord.read(out).training_split
+    except AnobenchError:
         return None  # open_artifact names an unreadable run.json
 
 
@@ -207,13 +213,13 @@ def _frozen_count(frozen: dict[str, Any] | None, available: int) -> int:
 
 def _train(artifact, config: TrainConfig, model: Detector, gen: GeneratedSet, data, seed: int, progress: bool,
            max_steps: int | None, execution: Execution) -> TrainSummary:
-    out, meta, category = artifact.folder, artifact.meta, data.category
-    if meta.get("status") == "trained" and (out / BEST_CHECKPOINT).exists():
-        return TrainSummary(out, meta["config"]["steps"], meta["best"]["step"], meta["best"]["score"],
-                            meta.get("train_seconds", 0.0), meta["config"]["steps"])
+    out, record, category = artifact.folder, artifact.record, data.category
+    if record.status == COMPLETE and record.best and (out / BEST_CHECKPOINT).exists():
+        return TrainSummary(out, config.steps, record.best["step"], record.best["score"],
+                            record.train_seconds or 0.0, config.steps)
     normals = [s.path for s in data.train]
-    if meta.get("training_split"):
-        split = TrainingData.from_record(meta["training_split"], gen, normals, data.relpath, out / RUN_JSON)
+    if record.training_split:
+        split = TrainingData.from_record(record.training_split, gen, normals, data.relpath, out / RUN_JSON)
     else:
         split = TrainingData.split(normals, gen, config, seed)
         artifact.save(training_split=split.to_record(gen, data.relpath))
@@ -247,7 +253,7 @@ def _train(artifact, config: TrainConfig, model: Detector, gen: GeneratedSet, da
     _truncate_log(out / VAL_LOG, start)
     loss_log = _CsvLog(out / LOSS_LOG, ["step", "loss", "lr", "seconds"])
     val_log = _CsvLog(out / VAL_LOG, ["step", "image_auroc", "pixel_ap", "score"])
-    artifact.save(split=split.summary(), status="training", execution=execution.record())
+    artifact.save(split=split.summary(), status=RUNNING, execution=execution.record())
 
     stop = config.steps if max_steps is None else min(config.steps, start + max_steps)
     batches = step_batches(split, config, seed, start, stop, execution.workers, execution.pin_memory)
@@ -301,7 +307,7 @@ def _train(artifact, config: TrainConfig, model: Detector, gen: GeneratedSet, da
         val_log.close()
 
     if stop == config.steps:
-        artifact.save(status="trained", best=best, train_seconds=round(seconds, 1),
+        artifact.save(status=COMPLETE, best=best, train_seconds=round(seconds, 1),
                       steps_per_second=round((config.steps - resumed_from) / max(seconds, 1e-9), 4),
                       peak_gpu_memory_mb=peak_gpu_memory_mb(execution.device))
     return TrainSummary(out, stop, best["step"], best["score"], seconds, resumed_from)
@@ -319,10 +325,10 @@ def _check_generated(gen: GeneratedSet, dataset: str | None, category: str | Non
                      folder: Path) -> tuple[str, str]:
     """The set's own dataset and category (given ones must agree with them)."""
     for key, given in (("category", category), ("dataset", dataset)):
-        recorded = gen.meta.get(key)
+        recorded = getattr(gen.record, key)
         if given is not None and recorded not in (None, given):
             raise AnobenchError(f"{folder}: generated set is for {key} {recorded!r}, not {given!r}")
-    dataset, category = dataset or gen.meta.get("dataset"), category or gen.meta.get("category")
+    dataset, category = dataset or gen.record.dataset, category or gen.record.category
     if not dataset or not category:
         raise AnobenchError(f"{folder}: dataset.json names no dataset or category; pass --dataset and --category")
     return str(dataset), str(category)
@@ -335,7 +341,7 @@ def _check_image_size(gen: GeneratedSet, image_size: int, folder: Path) -> None:
     size every test image is scored at) behind the user's back, and upsampling a small set blurs
     its defects. The message names both sizes and both fixes.
     """
-    made = gen.meta.get("image_size")
+    made = gen.record.image_size
     if made is not None and int(made) != int(image_size):
         raise AnobenchError(f"{folder}: generated set is {made} px but the detector trains at {image_size} px; "
                             f"train with --set image_size={made} or regenerate with --image-size {image_size}")

@@ -72,7 +72,7 @@ class DestSegGenerator(Generator):
     def setup(self, context) -> None:
         super().setup(context)
         self.config.validate()
-        self.textures = ImagePool(texture_paths(context.anomaly_source), context.image_size)
+        self.textures = ImagePool(texture_paths(context.anomaly_source), context.image_size, root=context.anomaly_source)
         self.perlin = DraemConfig(min_perlin_scale=self.config.min_perlin_scale,
                                   max_perlin_scale=self.config.max_perlin_scale, threshold=self.config.threshold)
 

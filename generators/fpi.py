@@ -69,7 +69,7 @@ class FpiGenerator(Generator):
     def setup(self, context) -> None:
         super().setup(context)
         self.config.validate()
-        self.pool = ImagePool(list(context.normal_paths), context.image_size)
+        self.pool = ImagePool(list(context.normal_paths), context.image_size, root=context.data_root)
 
     def _one(self, request: SampleRequest) -> GeneratedSample:
         rng = request.rng()

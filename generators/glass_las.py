@@ -116,8 +116,9 @@ class GlassLasGenerator(Generator):
     def setup(self, context) -> None:
         super().setup(context)
         self.config.validate()
-        paths = texture_paths(context.anomaly_source) or list(context.normal_paths)
-        self.sources = ImagePool(paths, context.image_size)
+        textures = texture_paths(context.anomaly_source)
+        self.sources = ImagePool(textures or list(context.normal_paths), context.image_size,
+                                 root=context.anomaly_source if textures else context.data_root)
         self.perlin = DraemConfig(min_perlin_scale=self.config.min_perlin_scale,
                                   max_perlin_scale=self.config.max_perlin_scale, threshold=self.config.threshold)
 

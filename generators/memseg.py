@@ -77,7 +77,7 @@ class MemSegGenerator(Generator):
     def setup(self, context) -> None:
         super().setup(context)
         self.config.validate()
-        self.textures = ImagePool(texture_paths(context.anomaly_source), context.image_size)
+        self.textures = ImagePool(texture_paths(context.anomaly_source), context.image_size, root=context.anomaly_source)
 
     def _one(self, request: SampleRequest) -> GeneratedSample:
         cfg, rng, image = self.config, request.rng(), request.source

@@ -253,7 +253,7 @@ class NsaGenerator(Generator):
         super().setup(context)
         self.config.validate()
         self.settings = class_settings(self.config, context.dataset, context.category)
-        self.pool = ImagePool(list(context.normal_paths), context.image_size)
+        self.pool = ImagePool(list(context.normal_paths), context.image_size, root=context.data_root)
         self._objects: dict[str, np.ndarray] = {}
 
     def _one(self, request: SampleRequest) -> GeneratedSample:

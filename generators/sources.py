@@ -30,10 +30,21 @@ def texture_paths(root: Path | None) -> list[Path]:
 class ImagePool:
     """A list of image files read at one size on demand, picked with a caller's rng."""
 
-    def __init__(self, paths: list[Path], size: int) -> None:
+    def __init__(self, paths: list[Path], size: int, root: Path | None = None) -> None:
         self.paths = [Path(p) for p in paths]
         self.size = size
+        self.root = Path(root).resolve() if root is not None else None
         self._cache: dict[int, np.ndarray] = {}
+
+    def name(self, k: int) -> str:
+        """How records name image ``k``: relative to ``root`` (else the file name), never an absolute
+        path, so a moved dataset or grid writes the same manifest."""
+        if self.root is not None:
+            try:
+                return self.paths[k].resolve().relative_to(self.root).as_posix()
+            except ValueError:
+                pass
+        return self.paths[k].name
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -44,10 +55,10 @@ class ImagePool:
         return self._cache[k]
 
     def pick(self, rng: np.random.Generator, avoid: str | None = None) -> tuple[np.ndarray, str]:
-        """(image, path) drawn uniformly; ``avoid`` (a path suffix, the source's) is skipped when possible."""
+        """(image, name) drawn uniformly; ``avoid`` (a path suffix, the source's) is skipped when possible."""
         if not self.paths:
             raise AnobenchError("no images to pick from")
         k = int(rng.integers(len(self.paths)))
         if avoid and len(self.paths) > 1 and self.paths[k].as_posix().endswith(str(avoid)):
             k = (k + 1 + int(rng.integers(len(self.paths) - 1))) % len(self.paths)
-        return self.get(k), self.paths[k].as_posix()
+        return self.get(k), self.name(k)

@@ -66,7 +66,7 @@ def generated(tmp_path_factory):
         mask[y:y + 16, x:x + 16] = True
         image[mask] = 255 - image[mask]
         writer.add(index, image, mask, {})
-    writer.write_meta(status="done")
+    writer.write_meta(status="complete")
     return folder
 
 

@@ -426,7 +426,7 @@ def test_generate_dataset_end_to_end(tiny_sd_dir, demo_root, tmp_path):
                                overrides={"steps": "6"}, progress=False)
     assert summary.total == 3
     generated = GeneratedSet.open(summary.folder)
-    assert len(generated.rows) == 3 and generated.meta["generator"] == "deltadeno"
+    assert len(generated.rows) == 3 and generated.record.generator == "deltadeno"
     for i, row in enumerate(generated.rows):
         image, mask = generated.load(i, 64)
         assert 0 < mask.mean() < 1

@@ -138,7 +138,7 @@ def full_run(demo_root, generated, tmp_path_factory):
 def test_training_writes_run_logs_and_selects_on_synthetic_validation(full_run):
     folder, summary = full_run
     run = json.loads((folder / "run.json").read_text())
-    assert run["status"] == "trained" and run["category"] == "disc" and run["generator"] == "draem"
+    assert run["status"] == "complete" and run["category"] == "disc" and run["generator"] == "draem"
     assert run["protocol"] == "thirds" and run["config"]["steps"] == 4
     # 12 samples: 1 held out (10%), the rest trains; 6 normals: 1 held out for validation
     assert run["split"] == {"train_normals": 5, "train_synthetic": 11, "val_normals": 1, "val_synthetic": 1}
@@ -158,7 +158,7 @@ def test_resume_continues_the_same_run(demo_root, generated, full_run, tmp_path)
     _train(demo_root, generated, tmp_path / "killed", max_steps=2)  # stops as if killed after step 2
     state = torch.load(tmp_path / "killed" / "last.pt", weights_only=False)
     assert state["step"] == 2
-    assert json.loads((tmp_path / "killed" / "run.json").read_text())["status"] == "training"
+    assert json.loads((tmp_path / "killed" / "run.json").read_text())["status"] == "running"
     summary = _train(demo_root, generated, tmp_path / "killed")
     assert summary.resumed_from == 2
     full = (full_run[0] / "loss.csv").read_text().splitlines()
@@ -229,7 +229,11 @@ def test_bad_generated_sets_and_runs_are_one_line_errors(demo_root, generated, t
     # a run folder of another category
     run = tmp_path / "run"
     run.mkdir()
-    (run / "run.json").write_text(json.dumps({"dataset": "mvtec_ad", "category": "weave"}))
+    from anobench.records import RunRecord
+
+    (run / "run.json").write_text(json.dumps(RunRecord(
+        dataset="mvtec_ad", category="weave", generator="draem", detector="unet", seed=0, config={},
+        data_root="data", status="running").to_dict()))
     code, out = _cli(*base, "--generated", generated, "--out", run)
     assert code != 0 and "holds a detector run made with other settings (category," in out
     assert len(out.strip().splitlines()) == 1
@@ -246,7 +250,7 @@ def test_train_detector_takes_the_generated_set_alone(generated, tmp_path):
                      "none", "-q", *[f"--set={k}={v}" for k, v in TINY.items()])
     assert code == 0, out
     run = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert run["dataset"] == "mvtec_ad" and run["category"] == "disc" and run["status"] == "trained"
+    assert run["dataset"] == "mvtec_ad" and run["category"] == "disc" and run["status"] == "complete"
     assert run["protocol_split"]["test"] and run["generated_samples"] == 12
 
 

@@ -75,10 +75,19 @@ def test_evaluate_all_test_images_and_cli(trained_run):
     assert (df["protocol"] == "all").sum() == 7  # 7 metrics, no device fact row
 
 
+def _run_record(**fields) -> dict:
+    """A run.json as the trainer writes it (statuses given in their old or new spelling)."""
+    from anobench.records import RunRecord
+
+    record = RunRecord(dataset="mvtec_ad", category="disc", generator="draem", detector="unet", seed=0, config={},
+                       data_root="data").to_dict()
+    return {**record, **fields}
+
+
 def test_evaluate_refuses_an_unfinished_run(tmp_path):
     from anobench.evaluation import evaluate
 
-    (tmp_path / "run.json").write_text(json.dumps({"status": "training", "config": {}}))
+    (tmp_path / "run.json").write_text(json.dumps(_run_record(status="training")))  # the old name of running
     with pytest.raises(AnobenchError, match="training has not finished"):
         evaluate(tmp_path)
 
@@ -187,7 +196,7 @@ def test_finished_generate_keeps_its_recorded_cost(demo_root, tmp_path):
 def test_a_grid_asking_for_another_sample_count_is_refused(tmp_path):
     from anobench.runner import _check_sample_count
 
-    (tmp_path / "run.json").write_text(json.dumps({"generated_samples": 60, "status": "trained"}))
+    (tmp_path / "run.json").write_text(json.dumps(_run_record(generated_samples=60, status="trained")))
     _check_sample_count(tmp_path, 60)
     with pytest.raises(AnobenchError, match="trained on 60 generated samples, the config asks for 100"):
         _check_sample_count(tmp_path, 100)

@@ -49,6 +49,14 @@ def _generate(name, context, seeds):
 
 
 @pytest.mark.parametrize("name", sorted(available_generators()))
+def test_generators_needing_weights_bring_their_own_dummy_context(name):
+    """So the behavioural tests below run every generator (none skip for want of weights)."""
+    cls = available_generators()[name]
+    if cls.needs.pretrained_weights or cls.needs.training_stage:
+        assert _has_own_dummy(cls), f"{name} needs weights or a checkpoint: give it a dummy_context"
+
+
+@pytest.mark.parametrize("name", sorted(available_generators()))
 def test_generator_behaviour(name, dummy_root):
     cls = available_generators()[name]
     context = _context(cls, dummy_root)

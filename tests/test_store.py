@@ -28,7 +28,7 @@ def test_write_and_read_back(tmp_path):
     writer.write_meta(status="complete")
     writer.close()
     gen = GeneratedSet.open(tmp_path / "set")
-    assert len(gen) == 3 and gen.meta["status"] == "complete"
+    assert len(gen) == 3 and gen.record.status == "complete"
     image, mask = gen.load(2)
     assert (image == 2).all() and mask[2].all() and mask.sum() == 8
     row = gen.rows[1]
@@ -62,7 +62,7 @@ def test_other_settings_are_refused(tmp_path):
 def test_a_failed_start_does_not_block_the_corrected_command(tmp_path):
     DatasetWriter(tmp_path / "set", META).close()  # e.g. the generator's setup failed next
     with DatasetWriter(tmp_path / "set", {**META, "seed": 1}) as writer:
-        assert writer.meta["seed"] == 1 and writer.meta["status"] == "created"
+        assert writer.record.seed == 1 and writer.record.status == "created"
 
 
 def test_one_writer_per_folder_names_the_holder(tmp_path):

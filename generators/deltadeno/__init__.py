@@ -183,6 +183,20 @@ class DeltaDenoGenerator(Generator):
     config_class = DeltaDenoConfig
     needs = GeneratorNeeds(normal_images=True, reference_anomalies=False, pretrained_weights=True)
     edits_source = False  # the VAE round trip changes pixels outside the mask too
+    dummy_overrides = {"steps": "4"}  # 3 DDIM steps at strength 0.75: delta window, then inpainting
+
+    @classmethod
+    def dummy_context(cls, folder: Path, size: int = 64, category: str = "disc") -> GenerationContext:
+        """The demo context plus a tiny random Stable Diffusion folder (:mod:`anobench.tiny_sd`) as ``--model``."""
+        import dataclasses
+
+        from anobench.tiny_sd import save_tiny_sd
+
+        context = super().dummy_context(folder, size, category)
+        model = Path(folder) / "tiny_sd"
+        if not (model / "model_index.json").is_file():
+            save_tiny_sd(model)
+        return dataclasses.replace(context, model=str(model))
 
     def setup(self, context: GenerationContext, pipeline=None) -> None:
         """Load the SD weights from ``context.model`` (or use ``pipeline``, already built)."""
