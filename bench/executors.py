@@ -8,7 +8,8 @@ it after a crash, a killed worker or a preempted node only does what is missing,
 cell is skipped before any task starts.
 
 Both executors report to one :class:`GridProgress` on the driver (cells done / running /
-failed / total, seconds per cell). A failing cell does not stop the others; its one-line error
+failed / total, seconds per cell), and a :class:`Heartbeat` prints the counts every minute
+(``--heartbeat``) between finished cells. A failing cell does not stop the others; its one-line error
 is collected and listed at the end. Results are written per cell as each evaluation finishes
 (one ``results.csv`` per run folder, merged on read), so ``anobench report OUT/runs`` works
 while the grid still runs.
@@ -243,6 +244,41 @@ class GridProgress:
     @property
     def failures(self) -> list[CellOutcome]:
         return [o for o in self.outcomes if o.status == "failed"]
+
+
+class Heartbeat:
+    """Print the counts every ``interval`` seconds while the grid runs, so a long grid is never silent.
+
+    Cells finish minutes apart (under Ray the driver only wakes when one does); a daemon thread
+    prints one plain line (no carriage return, fit for a log) with the counts and the elapsed
+    time. ``interval`` <= 0 turns it off. Used as a context manager around an executor.
+    """
+
+    def __init__(self, tracker: GridProgress, interval: float, started: float | None = None):
+        import threading
+
+        self.tracker, self.interval = tracker, float(interval)
+        self.started = time.perf_counter() if started is None else started
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="anobench-heartbeat", daemon=True)
+
+    def line(self) -> str:
+        return f"heartbeat {self.tracker._counts()} of {self.tracker.total} cells, " \
+               f"{(time.perf_counter() - self.started) / 60:.1f} min elapsed"
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.tracker.echo(self.line())
+
+    def __enter__(self) -> "Heartbeat":
+        if self.interval > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
 
 
 # --- local: one cell after another in this process ---

@@ -363,15 +363,16 @@ def _run_record(run_dir: Path):
 
 def run_grid(config: RunConfig, progress: bool = True, echo=click.echo, executor: str = "local",
              address: str | None = None, max_parallel: int | None = None, task_cpus: int = 1, retries: int = 2,
-             listeners=()) -> str:
+             listeners=(), heartbeat: float = 60.0) -> str:
     """Run every missing cell of the grid; return the rendered report (also written to OUT).
 
     ``executor`` is ``local`` (one cell after another here) or ``ray`` (stages as Ray tasks; see
     :mod:`anobench.executors`). Failing cells do not stop the others: the report covers the
     finished cells, the failures are listed, and an :class:`AnobenchError` ends the run.
     ``listeners`` are called with each cell's outcome as it finishes (the MLflow logger).
+    ``heartbeat``: seconds between two progress lines while cells run (0: none).
     """
-    from anobench.executors import EXECUTORS, GridProgress, cell_label, run_local, run_ray
+    from anobench.executors import EXECUTORS, GridProgress, Heartbeat, cell_label, run_local, run_ray
 
     if executor not in EXECUTORS:
         raise AnobenchError(f"unknown executor {executor!r} (known: {', '.join(EXECUTORS)})")
@@ -388,11 +389,12 @@ def run_grid(config: RunConfig, progress: bool = True, echo=click.echo, executor
         echo(f"demo dataset written: {demo.line()}")
     cells = config.cells()
     tracker = GridProgress(len(cells), echo, list(listeners))
-    if executor == "ray":
-        run_ray(config, cells, tracker, address=address, max_parallel=max_parallel, task_cpus=task_cpus,
-                retries=retries)
-    else:
-        run_local(config, cells, tracker, progress=progress)
+    with Heartbeat(tracker, heartbeat, started):
+        if executor == "ray":
+            run_ray(config, cells, tracker, address=address, max_parallel=max_parallel, task_cpus=task_cpus,
+                    retries=retries)
+        else:
+            run_local(config, cells, tracker, progress=progress)
     failures = tracker.failures
     finished = [cell for cell in cells if (config.run_dir(*cell) / "results.csv").exists()]
     text = write_report(config, finished) if finished else "no cell finished: no report\n"

@@ -80,6 +80,32 @@ def test_progress_lines_count_done_running_failed():
     assert seen == ["skipped", "done", "failed"] and [o.cell for o in tracker.failures] == [("d", "c", 0)]
 
 
+def test_heartbeat_prints_the_counts_between_finished_cells():
+    import re
+
+    from anobench.executors import CellOutcome, GridProgress, Heartbeat
+
+    lines: list[str] = []
+    tracker = GridProgress(3, lines.append)
+    tracker.started(("a", "c", 0))
+    with Heartbeat(tracker, 0.05, started=time.perf_counter() - 90):
+        time.sleep(0.3)
+        tracker.finish(CellOutcome(("a", "c", 0), "done", 1.0, "ok"))
+        time.sleep(0.3)
+    beats = [line for line in lines if line.startswith("heartbeat ")]
+    assert len(beats) >= 4 and all("\r" not in line and "\n" not in line for line in beats)
+    pattern = r"heartbeat \[(\d)/3 done, (\d) running, 0 failed\] of 3 cells, (\d+\.\d) min elapsed"
+    seen = [re.fullmatch(pattern, line).groups() for line in beats]
+    assert seen[0][:2] == ("0", "1") and seen[-1][:2] == ("1", "0")  # the counts of the moment
+    assert all(float(minutes) >= 1.5 for _, _, minutes in seen)  # elapsed since the grid started
+    count = len(lines)
+    time.sleep(0.2)
+    assert len(lines) == count  # stopped with the block
+    with Heartbeat(tracker, 0):  # 0: off
+        time.sleep(0.1)
+    assert len(lines) == count
+
+
 def test_stage_resources_ask_for_a_gpu_only_where_the_stage_runs_on_cuda(tmp_path, demo_root):
     from anobench.executors import stage_resources
     from anobench.runner import parse_run_config
