@@ -174,7 +174,7 @@ def _spec(config: "RunConfig", name: str):
     """The listed generator behind a cell (a sweep cell's base, a mixture's first component)."""
     variant = config.variant(name)
     base = next(iter(variant.components)) if variant.components else variant.generator
-    return next(g for g in config.generators if g.name == base)
+    return config.spec(base)
 
 
 def _summary_text(result: dict[str, Any]) -> str:
@@ -263,8 +263,9 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._beat, name="anobench-heartbeat", daemon=True)
 
     def line(self) -> str:
-        return f"heartbeat {self.tracker._counts()} of {self.tracker.total} cells, " \
-               f"{(time.perf_counter() - self.started) / 60:.1f} min elapsed"
+        seconds = time.perf_counter() - self.started
+        elapsed = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+        return f"heartbeat {self.tracker._counts()} of {self.tracker.total} cells, {elapsed} elapsed"
 
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
@@ -345,7 +346,7 @@ def stage_resources(config: "RunConfig", cell: Cell, stage: str, task_cpus: int,
     if stage == "generate":
         from anobench.generators.base import get_generator_class
 
-        needs = get_generator_class(cell[0]).needs
+        needs = get_generator_class(_spec(config, cell[0]).name).needs
         network = needs.pretrained_weights or needs.training_stage
         gpu = network and _wants_gpu(_spec(config, cell[0]).device, True, cluster_gpus)
     elif stage == "train":
