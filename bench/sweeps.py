@@ -10,9 +10,11 @@ not their product)::
         - {draem: 0.5, crop_paste: 0.5}
 
 Each swept cell is a :class:`Variant` whose label names what was varied (``draem[num=50]``,
-``crop_paste[synthetic_fraction=0.25]``, ``mix[draem=0.5,crop_paste=0.5]``); the label is the
-generator name its result rows carry, and the swept value is kept with its stored per-image
-data (``sweep``: axis -> value), from which the report draws metric-vs-value curves.
+``crop_paste[synthetic_fraction=0.25]``, ``mix[draem=0.5,crop_paste=0.5]``), built from each
+listed entry's label (its name unless the entry gives a ``label:``); a swept cell's label is the
+generator name its result rows carry (an entry as listed keeps its registered name), and the
+swept value is kept with its stored per-image data (``sweep``: axis -> value), from which the
+report draws metric-vs-value curves, one per entry (``base_generator``).
 
 A mixture is composed from the component generators' own sets at the same seed: the first
 ``round(w * num)`` samples of each (sample ``i`` of a set depends only on (seed, i), so these
