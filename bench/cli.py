@@ -357,7 +357,10 @@ def evaluate_cmd(run, test_set, protocol_preset, data_root, heatmaps, results, d
 @click.option("--retries", default=2, show_default=True, type=click.IntRange(min=0),
               help="Ray: re-runs of a task whose worker died (killed, out of memory, node lost).")
 @click.option("--mlflow", "mlflow_uri", metavar="URI", help="Log one MLflow run per cell to this tracking URI.")
-def run_cmd(config, preset, out, protocol_preset, quiet, executor, address, max_parallel, cpus_per_task, retries, mlflow_uri) -> None:
+@click.option("--heartbeat", default=60.0, show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Print the done/running/failed counts this often while cells run (0: never).")
+def run_cmd(config, preset, out, protocol_preset, quiet, executor, address, max_parallel, cpus_per_task, retries, mlflow_uri,
+            heartbeat) -> None:
     """Grid generators x categories x seeds: generate, train, evaluate, report (skips finished cells)."""
     from anobench.runner import load_run_config, run_grid
 
@@ -369,7 +372,7 @@ def run_cmd(config, preset, out, protocol_preset, quiet, executor, address, max_
         listeners.append(MlflowLogger(mlflow_uri, grid))
     try:
         text = run_grid(grid, progress=not quiet, executor=executor, address=address, max_parallel=max_parallel,
-                        task_cpus=cpus_per_task, retries=retries, listeners=listeners)
+                        task_cpus=cpus_per_task, retries=retries, listeners=listeners, heartbeat=heartbeat)
     finally:
         for listener in listeners:
             listener.close()  # logs the report, also when some cells failed

@@ -88,6 +88,8 @@ def parse_typed(tp: Any, raw: str, key: str) -> Any:
         options = [a for a in args if a is not type(None)]
         if type(None) in args and raw.strip().lower() in ("none", "null"):
             return None
+        if bool in options and raw.strip().lower() in ("true", "false"):  # bool | Literal[...]: a switch
+            return raw.strip().lower() == "true"
         if any(_is_text(a) for a in options):
             return raw
         return parse_typed(options[0], raw, key) if len(options) == 1 else _parse_scalar(raw)
@@ -160,6 +162,10 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 return _coerce(arg, value, key)
             except AnobenchError as exc:
                 errors.append(str(exc))
+        literals = [c for a in args if typing.get_origin(a) is typing.Literal for c in typing.get_args(a)]
+        if bool in args and literals:  # a switch with named settings: name them all
+            choices = ", ".join(["true", "false", *map(str, literals)])
+            raise AnobenchError(f"{key} must be one of {choices}, got {value!r}")
         raise AnobenchError(errors[0] if errors else f"bad value for {key}: {value!r}")
     if origin is typing.Literal:
         if value not in args:

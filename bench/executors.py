@@ -8,7 +8,8 @@ it after a crash, a killed worker or a preempted node only does what is missing,
 cell is skipped before any task starts.
 
 Both executors report to one :class:`GridProgress` on the driver (cells done / running /
-failed / total, seconds per cell). A failing cell does not stop the others; its one-line error
+failed / total, seconds per cell), and a :class:`Heartbeat` prints the counts every minute
+(``--heartbeat``) between finished cells. A failing cell does not stop the others; its one-line error
 is collected and listed at the end. Results are written per cell as each evaluation finishes
 (one ``results.csv`` per run folder, merged on read), so ``anobench report OUT/runs`` works
 while the grid still runs.
@@ -173,7 +174,7 @@ def _spec(config: "RunConfig", name: str):
     """The listed generator behind a cell (a sweep cell's base, a mixture's first component)."""
     variant = config.variant(name)
     base = next(iter(variant.components)) if variant.components else variant.generator
-    return next(g for g in config.generators if g.name == base)
+    return config.spec(base)
 
 
 def _summary_text(result: dict[str, Any]) -> str:
@@ -245,6 +246,42 @@ class GridProgress:
         return [o for o in self.outcomes if o.status == "failed"]
 
 
+class Heartbeat:
+    """Print the counts every ``interval`` seconds while the grid runs, so a long grid is never silent.
+
+    Cells finish minutes apart (under Ray the driver only wakes when one does); a daemon thread
+    prints one plain line (no carriage return, fit for a log) with the counts and the elapsed
+    time. ``interval`` <= 0 turns it off. Used as a context manager around an executor.
+    """
+
+    def __init__(self, tracker: GridProgress, interval: float, started: float | None = None):
+        import threading
+
+        self.tracker, self.interval = tracker, float(interval)
+        self.started = time.perf_counter() if started is None else started
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="anobench-heartbeat", daemon=True)
+
+    def line(self) -> str:
+        seconds = time.perf_counter() - self.started
+        elapsed = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+        return f"heartbeat {self.tracker._counts()} of {self.tracker.total} cells, {elapsed} elapsed"
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.tracker.echo(self.line())
+
+    def __enter__(self) -> "Heartbeat":
+        if self.interval > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
 # --- local: one cell after another in this process ---
 
 def run_local(config: "RunConfig", cells: list[Cell], tracker: GridProgress, progress: bool = True) -> None:
@@ -309,7 +346,7 @@ def stage_resources(config: "RunConfig", cell: Cell, stage: str, task_cpus: int,
     if stage == "generate":
         from anobench.generators.base import get_generator_class
 
-        needs = get_generator_class(cell[0]).needs
+        needs = get_generator_class(_spec(config, cell[0]).name).needs
         network = needs.pretrained_weights or needs.training_stage
         gpu = network and _wants_gpu(_spec(config, cell[0]).device, True, cluster_gpus)
     elif stage == "train":

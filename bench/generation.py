@@ -159,8 +159,12 @@ def generate_dataset(
     progress: bool = True,
     verify: bool = False,
     drop_duplicates: bool = False,
+    label: str | None = None,
 ) -> GenerationSummary:
     """Write ``num`` samples to ``out/<generator>/<category>/``, resuming what is already there.
+
+    ``label`` replaces ``<generator>`` in that path (a run grid's labelled entry, so two setups
+    of one generator get two folders); the set still records the generator's registered name.
 
     ``verify`` checks every stored file against its manifest sha256 and regenerates damaged
     samples (missing files are always regenerated); ``drop_duplicates`` leaves test images that
@@ -173,12 +177,13 @@ def generate_dataset(
     if seed < 0:
         raise AnobenchError(f"--seed must be a non-negative integer, got {seed}")
     gen = build_generator(generator, overrides)
-    check_generate(gen.name, data_root, category, num, out, seed, image_size, batch_size, anomaly_source, checkpoint)
+    check_generate(label or gen.name, data_root, category, num, out, seed, image_size, batch_size, anomaly_source,
+                   checkpoint)
     data, protocol, context = prepare_context(gen, dataset, data_root, category, split, image_size,
                                               anomaly_source, model, checkpoint, device, drop_duplicates)
     split_record = protocol.summary(data)
     checkpoint_id = check_checkpoint_split(checkpoint, split_record) if checkpoint else None
-    folder = Path(out) / gen.name / category
+    folder = Path(out) / (label or gen.name) / category
     record = DatasetRecord(
         generator=gen.name,
         generator_version=gen.version,

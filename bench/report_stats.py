@@ -192,7 +192,8 @@ def sweep_points(analysis: Analysis, metric: str, axis: str):
         sweep = cell.setup.get("sweep") or {}
         if axis in sweep:
             value = sweep[axis]
-        elif not sweep and cell.generator in bases and cell.setup.get(BASE_VALUE.get(axis, "")) is not None:
+        elif (not sweep and cell.setup.get("base_generator", cell.generator) in bases
+              and cell.setup.get(BASE_VALUE.get(axis, "")) is not None):
             value = cell.setup[BASE_VALUE[axis]]
         else:
             continue

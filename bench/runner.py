@@ -18,6 +18,9 @@ Config keys (relative paths are relative to the config file's folder)::
         num: 600
         anomaly_source: ../shared/data/dtd/images
         set: {variant: anomalib}    # generator config overrides
+      - {name: draem, label: draem_fg, set: {foreground: true}}
+                                    # label: names the entry's folders and cells (default: the
+                                    # name); two entries of one generator need distinct labels
       - crop_paste                  # num defaults to 300
     train: {profile: quick, detector: unet, set: {steps: 300}}
     evaluate: {test_sets: [protocol]}   # add ``all`` to also score every test image
@@ -32,7 +35,7 @@ Config keys (relative paths are relative to the config file's folder)::
 Cells run through an executor (:mod:`anobench.executors`): ``local``, one after another in this
 process, or ``ray``, each stage a Ray task; a failing cell is listed at the end, the others finish.
 
-Layout: ``OUT/generated/seed<S>/<generator>/<category>/`` (a swept ``num`` under ``seed<S>/num<N>/``,
+Layout (``<generator>``: the entry's label, by default its name): ``OUT/generated/seed<S>/<generator>/<category>/`` (a swept ``num`` under ``seed<S>/num<N>/``,
 a mixture under its label; cells differing only in training settings share one set: :func:`set_keys`),
 ``OUT/runs/<generator>/<category>/seed<S>/``
 (each with ``results.csv`` and ``heatmaps/``), ``OUT/report.<ext>``.
@@ -40,6 +43,7 @@ a mixture under its label; cells differing only in training settings share one s
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +56,7 @@ from anobench.safety import check_category_name
 
 RUN_KEYS = {"out", "dataset", "data_root", "categories", "seeds", "protocol", "generators", "train", "evaluate",
             "report", "demo_data", "sweep", "protocol_preset"}
-GENERATOR_KEYS = {"name", "num", "anomaly_source", "model", "checkpoint", "batch_size", "set", "device"}
+GENERATOR_KEYS = {"name", "label", "num", "anomaly_source", "model", "checkpoint", "batch_size", "set", "device"}
 TRAIN_KEYS = {"profile", "detector", "encoder", "encoder_weights", "set"}
 EVALUATE_KEYS = {"test_sets", "heatmaps"}
 REPORT_KEYS = {"format", "layout", "metrics", "primary", "resamples"}
@@ -81,8 +85,13 @@ QUICKSTART: dict[str, Any] = {
 }
 
 
+LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")  # one folder name, none of a sweep label's []=,
+
+
 @dataclass
 class GeneratorSpec:
+    """One listed generator: ``name`` is the registered generator, ``label`` names its folders and cells."""
+
     name: str
     num: int = DEFAULT_NUM
     anomaly_source: Path | None = None
@@ -91,6 +100,10 @@ class GeneratorSpec:
     batch_size: int = 8
     device: str = "auto"
     overrides: dict[str, str] = field(default_factory=dict)
+    label: str = ""  # empty: the name
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.name
 
 
 @dataclass
@@ -111,7 +124,7 @@ class RunConfig:
     protocol_preset: str | None = None
 
     def cells(self) -> list[tuple[str, str, int]]:
-        labels = [v.label for v in self.variants] or [g.name for g in self.generators]
+        labels = [v.label for v in self.variants] or [g.label for g in self.generators]
         return [(g, c, s) for s in self.seeds for c in self.categories for g in labels]
 
     def variant(self, label: str):
@@ -119,13 +132,13 @@ class RunConfig:
 
         found = next((v for v in self.variants if v.label == label), None)
         if found is None:
-            spec = next(g for g in self.generators if g.name == label)
-            found = Variant(spec.name, spec.name, spec.num)
+            spec = self.spec(label)
+            found = Variant(spec.label, spec.label, spec.num, registered=spec.name)
         return found
 
-    def spec(self, name: str) -> GeneratorSpec:
-        """The listed generator called ``name``."""
-        return next(g for g in self.generators if g.name == name)
+    def spec(self, label: str) -> GeneratorSpec:
+        """The listed generator labelled ``label`` (its name unless the entry gives a label)."""
+        return next(g for g in self.generators if g.label == label)
 
     def generated_dir(self, generator: str, category: str, seed: int) -> Path:
         return self.out / "generated" / f"seed{seed}" / generator / category
@@ -210,18 +223,24 @@ def parse_run_config(data: dict[str, Any], base: Path, source: str = "config") -
             raise AnobenchError(f"{source}: generators[{i}]: num and batch_size must be integers") from None
         if num < 1 or batch < 1:
             raise AnobenchError(f"{source}: generators[{i}]: num and batch_size must be at least 1")
+        label = str(entry.get("label") or entry["name"])
+        if not LABEL_PATTERN.fullmatch(label) or re.fullmatch(r"num\d+", label):
+            raise AnobenchError(f"{source}: generators[{i}]: label {label!r} must be one folder name of letters, "
+                                "digits and _ . + - (not num<N>)")
         generators.append(GeneratorSpec(
-            name=str(entry["name"]), num=num, anomaly_source=path(entry.get("anomaly_source")),
+            name=str(entry["name"]), label=label, num=num, anomaly_source=path(entry.get("anomaly_source")),
             model=entry.get("model"), checkpoint=path(entry.get("checkpoint")), batch_size=batch,
             device=str(entry.get("device", "auto")), overrides=_overrides(entry.get("set"), f"generators[{i}]"),
         ))
-    names = [g.name for g in generators]
-    if len(set(names)) != len(names):
-        raise AnobenchError(f"{source}: a generator is listed twice ({', '.join(names)})")
+    labels = [g.label for g in generators]
+    for label in dict.fromkeys(x for x in labels if labels.count(x) > 1):
+        names = sorted({g.name for g in generators if g.label == label})
+        raise AnobenchError(f"{source}: generators: {label} is listed twice; give each entry of "
+                            f"{' and '.join(names)} its own `label:` (it names the entry's folders and cells)")
     from anobench.generators.base import get_generator_class
     from anobench.sweeps import parse_sweep
 
-    for name in names:
+    for name in dict.fromkeys(g.name for g in generators):
         get_generator_class(name)
     train = _section(data, "train", source)
     _check_keys(f"{source}: train", train, TRAIN_KEYS)
@@ -363,15 +382,16 @@ def _run_record(run_dir: Path):
 
 def run_grid(config: RunConfig, progress: bool = True, echo=click.echo, executor: str = "local",
              address: str | None = None, max_parallel: int | None = None, task_cpus: int = 1, retries: int = 2,
-             listeners=()) -> str:
+             listeners=(), heartbeat: float = 60.0) -> str:
     """Run every missing cell of the grid; return the rendered report (also written to OUT).
 
     ``executor`` is ``local`` (one cell after another here) or ``ray`` (stages as Ray tasks; see
     :mod:`anobench.executors`). Failing cells do not stop the others: the report covers the
     finished cells, the failures are listed, and an :class:`AnobenchError` ends the run.
     ``listeners`` are called with each cell's outcome as it finishes (the MLflow logger).
+    ``heartbeat``: seconds between two progress lines while cells run (0: none).
     """
-    from anobench.executors import EXECUTORS, GridProgress, cell_label, run_local, run_ray
+    from anobench.executors import EXECUTORS, GridProgress, Heartbeat, cell_label, run_local, run_ray
 
     if executor not in EXECUTORS:
         raise AnobenchError(f"unknown executor {executor!r} (known: {', '.join(EXECUTORS)})")
@@ -388,11 +408,12 @@ def run_grid(config: RunConfig, progress: bool = True, echo=click.echo, executor
         echo(f"demo dataset written: {demo.line()}")
     cells = config.cells()
     tracker = GridProgress(len(cells), echo, list(listeners))
-    if executor == "ray":
-        run_ray(config, cells, tracker, address=address, max_parallel=max_parallel, task_cpus=task_cpus,
-                retries=retries)
-    else:
-        run_local(config, cells, tracker, progress=progress)
+    with Heartbeat(tracker, heartbeat, started):
+        if executor == "ray":
+            run_ray(config, cells, tracker, address=address, max_parallel=max_parallel, task_cpus=task_cpus,
+                    retries=retries)
+        else:
+            run_local(config, cells, tracker, progress=progress)
     failures = tracker.failures
     finished = [cell for cell in cells if (config.run_dir(*cell) / "results.csv").exists()]
     text = write_report(config, finished) if finished else "no cell finished: no report\n"
@@ -467,13 +488,13 @@ def generate_set(config: RunConfig, key: SetKey, progress: bool):
     """Write (or complete) one plain set; returns its :class:`GenerationSummary`."""
     from anobench.generation import generate_dataset
 
-    name, category, seed, num = key
-    spec = config.spec(name)
+    label, category, seed, num = key
+    spec = config.spec(label)
     return generate_dataset(
-        name, config.dataset, config.data_root, category, num, set_dir(config, key).parent.parent, seed=seed,
+        spec.name, config.dataset, config.data_root, category, num, set_dir(config, key).parent.parent, seed=seed,
         split=config.protocol, anomaly_source=spec.anomaly_source, model=spec.model, checkpoint=spec.checkpoint,
         device=spec.device, batch_size=spec.batch_size, overrides=spec.overrides,
-        image_size=_image_size(config.train), progress=progress)
+        image_size=_image_size(config.train), progress=progress, label=spec.label)
 
 
 def compose_cell_set(config: RunConfig, cell: tuple[str, str, int]) -> Path:

@@ -10,9 +10,11 @@ not their product)::
         - {draem: 0.5, crop_paste: 0.5}
 
 Each swept cell is a :class:`Variant` whose label names what was varied (``draem[num=50]``,
-``crop_paste[synthetic_fraction=0.25]``, ``mix[draem=0.5,crop_paste=0.5]``); the label is the
-generator name its result rows carry, and the swept value is kept with its stored per-image
-data (``sweep``: axis -> value), from which the report draws metric-vs-value curves.
+``crop_paste[synthetic_fraction=0.25]``, ``mix[draem=0.5,crop_paste=0.5]``), built from each
+listed entry's label (its name unless the entry gives a ``label:``); a swept cell's label is the
+generator name its result rows carry (an entry as listed keeps its registered name), and the
+swept value is kept with its stored per-image data (``sweep``: axis -> value), from which the
+report draws metric-vs-value curves, one per entry (``base_generator``).
 
 A mixture is composed from the component generators' own sets at the same seed: the first
 ``round(w * num)`` samples of each (sample ``i`` of a set depends only on (seed, i), so these
@@ -39,15 +41,21 @@ class Variant:
     """One column of the grid: a generator (or mixture) with what the sweep set."""
 
     label: str
-    generator: str  # the listed generator, or "mix"
+    generator: str  # the listed generator's label, or "mix"
     num: int
     train_overrides: dict[str, str] = field(default_factory=dict)
     sweep: dict[str, float] = field(default_factory=dict)
     components: dict[str, float] | None = None  # mixture weights, in the order given
+    registered: str | None = None  # the registered generator of a listed entry as it is
 
     def setup(self) -> dict[str, Any]:
-        """What evaluation stores with the per-image data (and the rows' generator label)."""
-        out: dict[str, Any] = {"label": self.label, "base_generator": self.generator}
+        """What evaluation stores with the per-image data (and the rows' generator label).
+
+        A listed entry as it is keeps its registered name in the rows (a labelled entry's setup
+        differs by config hash); a swept cell carries its label.
+        """
+        row = self.registered if self.registered and not self.sweep and self.components is None else self.label
+        out: dict[str, Any] = {"label": row, "base_generator": self.generator}
         if self.sweep:
             out["sweep"] = dict(self.sweep)
         if self.components:
@@ -68,7 +76,7 @@ def _text(value: float) -> str:
 
 def parse_sweep(data: Any, generators, source: str = "config") -> list[Variant]:
     """The grid's variants: every listed generator as it is, then one per swept value."""
-    variants = [Variant(g.name, g.name, g.num) for g in generators]
+    variants = [Variant(g.label, g.label, g.num, registered=g.name) for g in generators]
     if data is None:
         return variants
     if not isinstance(data, dict):
@@ -76,7 +84,7 @@ def parse_sweep(data: Any, generators, source: str = "config") -> list[Variant]:
     unknown = sorted(set(data) - SWEEP_KEYS)
     if unknown:
         raise AnobenchError(f"{source}: sweep: unknown axis {', '.join(unknown)} (known: {', '.join(sorted(SWEEP_KEYS))})")
-    names = {g.name: g for g in generators}
+    names = {g.label: g for g in generators}  # a listed entry by its label (its name unless labelled)
     for axis in ("num", "synthetic_fraction"):
         values = data.get(axis)
         if values is None:
@@ -90,11 +98,11 @@ def parse_sweep(data: Any, generators, source: str = "config") -> list[Variant]:
             if axis == "synthetic_fraction" and not 0 < value < 1:
                 raise AnobenchError(f"{source}: sweep.synthetic_fraction values must be in (0, 1), got {raw!r}")
             for g in generators:
-                label = f"{g.name}[{axis}={_text(value)}]"
+                label = f"{g.label}[{axis}={_text(value)}]"
                 if axis == "num":
-                    variants.append(Variant(label, g.name, int(value), sweep={"num": value}))
+                    variants.append(Variant(label, g.label, int(value), sweep={"num": value}))
                 else:
-                    variants.append(Variant(label, g.name, g.num, {"synthetic_fraction": _text(value)},
+                    variants.append(Variant(label, g.label, g.num, {"synthetic_fraction": _text(value)},
                                             sweep={"synthetic_fraction": value}))
     for i, mixture in enumerate(data.get("mix") or []):
         where = f"{source}: sweep.mix[{i}]"

@@ -1,13 +1,15 @@
 """Experiment tracking: ``anobench run ... --mlflow URI`` logs the grid where researchers look.
 
 One MLflow run for the grid (the run config as params, the report and figures as artifacts at
-the end) and one nested run per finished cell: the cell's full setup as params (the detector's
-``run.json`` and the generated set's ``dataset.json``, flattened to dotted keys, and the rows'
-``device`` and ``train_device``), its result rows as metrics named ``<protocol>/<metric>``, and
-its results file, scores, run metadata and heat maps as artifacts. A failed cell gets a run with
-status FAILED and its one-line error as a tag. Re-running a grid does not log a cell twice: a
-cell already logged with the same results file (by content hash) is skipped. Logging happens on
-the driver, so it works with every executor. Needs ``pip install 'anobench[mlflow]'``.
+the end) and one nested run per finished cell, named by the cell (its generator entry's label,
+category, seed; params ``generator``, the registered name, and ``label``): the cell's full setup
+as params (the detector's ``run.json`` and the generated set's ``dataset.json``, flattened to
+dotted keys, and the rows' ``device`` and ``train_device``), its result rows as metrics named
+``<protocol>/<metric>``, and its results file, scores, run metadata and heat maps as artifacts.
+A failed cell gets a run with status FAILED and its one-line error as a tag. Re-running a grid
+does not log a cell twice: a cell already logged with the same results file (by content hash) is
+skipped. Logging happens on the driver, so it works with every executor. Needs
+``pip install 'anobench[mlflow]'``.
 """
 
 from __future__ import annotations
@@ -105,8 +107,10 @@ class MlflowLogger:
         from anobench.runner import cell_set_dir
 
         generated = cell_set_dir(self.config, outcome.cell)  # a swept cell trains on its base set
-        name, category, seed = outcome.cell
-        params = {"generator": name, "category": category, "seed": str(seed), "dataset": self.config.dataset,
+        label, category, seed = outcome.cell
+        variant = self.config.variant(label)
+        name = variant.generator if variant.components else self.config.spec(variant.generator).name  # mix
+        params = {"generator": name, "label": label, "category": category, "seed": str(seed), "dataset": self.config.dataset,
                   "protocol": self.config.protocol}
         from anobench.records import DatasetRecord, RunRecord
 

@@ -8,9 +8,11 @@ anomalib's ``PerlinAnomalyGenerator`` weights the texture by beta ~ U[0.1, 1.0) 
 ``variant`` switch selects that rule. Every sample is anomalous (an empty mask is redrawn):
 the detector's batches supply the normal half DRAEM's loader would.
 
-DRAEM paints anywhere, so on objects most blobs land on the background; ``foreground=true``
-(an anobench option, off by default) intersects the mask with the shared per-class foreground
-rule (``anobench.generators.foreground``), as MemSeg and GLASS do.
+DRAEM paints anywhere, so on objects most blobs land on the background; ``foreground`` (an
+anobench option, off by default) intersects the mask with a shared per-class foreground rule
+(``anobench.generators.foreground``), as MemSeg and GLASS do: ``true`` (or ``memseg``, the same
+setting, stored as ``true`` so sets made before the name existed keep their config hash) takes
+MemSeg's rules, ``realnet`` RealNet's, ``false`` none.
 
 Pixels outside the mask are copied from the source unchanged, so the mask covers every
 changed pixel.
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import cv2
 import numpy as np
@@ -56,7 +58,12 @@ class DraemConfig:
     threshold: float = 0.5
     rotation: float = 90.0  # noise rotated by U(-rotation, rotation) degrees
     num_augmenters: int = 3  # of DRAEM's 10 photometric augmenters
-    foreground: bool = False  # anobench option: keep the mask on the object (anobench.generators.foreground)
+    # anobench option: keep the mask on the object (anobench.generators.foreground); true = memseg
+    foreground: Union[bool, Literal["memseg", "realnet"]] = False
+
+    def __post_init__(self) -> None:
+        if self.foreground == "memseg":  # one setting, one hash: memseg is today's true
+            self.foreground = True
 
     def validate(self) -> None:
         lo, hi = self.resolved_beta()
@@ -236,7 +243,8 @@ class DraemGenerator(Generator):
         if cfg.foreground:
             from anobench.generators.foreground import foreground_mask
 
-            fg = foreground_mask(image, self.context.dataset, self.context.category)
+            rules = "realnet" if cfg.foreground == "realnet" else "memseg"
+            fg = foreground_mask(image, self.context.dataset, self.context.category, rules)
             fg = fg if fg.any() else None
         for _ in range(1000):
             noise, mask = perlin_mask(rng, size, cfg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -78,6 +79,33 @@ def test_progress_lines_count_done_running_failed():
                      "[2/3 done, 1 running, 0 failed] b/c/seed0: 6 samples (12 s)",
                      "[2/3 done, 0 running, 1 failed] d/c/seed0: FAILED after 3 s: boom"]
     assert seen == ["skipped", "done", "failed"] and [o.cell for o in tracker.failures] == [("d", "c", 0)]
+
+
+def test_heartbeat_prints_the_counts_between_finished_cells():
+    import re
+
+    from anobench.executors import CellOutcome, GridProgress, Heartbeat
+
+    lines: list[str] = []
+    tracker = GridProgress(3, lines.append)
+    tracker.started(("a", "c", 0))
+    with Heartbeat(tracker, 0.05, started=time.perf_counter() - 150):
+        time.sleep(0.3)
+        tracker.finish(CellOutcome(("a", "c", 0), "done", 1.0, "ok"))
+        time.sleep(0.3)
+    beats = [line for line in lines if line.startswith("heartbeat ")]
+    assert len(beats) >= 4 and all("\r" not in line and "\n" not in line for line in beats)
+    pattern = r"heartbeat \[(\d)/3 done, (\d) running, 0 failed\] of 3 cells, (\d+\.\d) min elapsed"
+    seen = [re.fullmatch(pattern, line).groups() for line in beats]
+    assert seen[0][:2] == ("0", "1") and seen[-1][:2] == ("1", "0")  # the counts of the moment
+    assert all(float(minutes) >= 2.5 for _, _, minutes in seen)  # elapsed since the grid started
+    assert re.search(r", \d+ s elapsed$", Heartbeat(tracker, 1).line())  # seconds while under two minutes
+    count = len(lines)
+    time.sleep(0.2)
+    assert len(lines) == count  # stopped with the block
+    with Heartbeat(tracker, 0):  # 0: off
+        time.sleep(0.1)
+    assert len(lines) == count
 
 
 def test_stage_resources_ask_for_a_gpu_only_where_the_stage_runs_on_cuda(tmp_path, demo_root):
@@ -330,3 +358,122 @@ def test_ray_makes_a_shared_set_once_and_gives_the_local_rows(demo_root, tmp_pat
     _assert_made_once(tmp_path / "ray", _run_sharing_grid(demo_root, tmp_path / "ray", executor="ray"))
     a, b = _rows(tmp_path / "local"), _rows(tmp_path / "ray")
     assert len(a) == 5 * 7 and a.equals(b)  # 7 metrics per cell
+
+
+# --- two setups of one generator in one grid: `label:` names an entry's folders and cells ---
+
+LABELLED = [{"name": "draem", "num": 6}, {"name": "draem", "label": "draem_fg", "num": 6, "set": {"foreground": True}}]
+
+
+@pytest.mark.parametrize("generators, message", [
+    ([{"name": "draem"}, {"name": "draem", "set": {"foreground": True}}],
+     r"draem is listed twice; give each entry of draem its own `label:`"),
+    ([{"name": "draem", "label": "x"}, {"name": "crop_paste", "label": "x"}],
+     r"x is listed twice; give each entry of crop_paste and draem its own `label:`"),
+    ([{"name": "draem", "label": "a/b"}], r"generators\[0\]: label 'a/b' must be one folder name"),
+    ([{"name": "draem", "label": "d[1]"}], r"label 'd\[1\]' must be one folder name"),
+    ([{"name": "draem", "label": "num5"}], r"not num<N>"),
+])
+def test_two_entries_of_one_generator_need_distinct_labels(tmp_path, demo_root, generators, message):
+    from anobench.errors import AnobenchError
+    from anobench.runner import parse_run_config
+
+    with pytest.raises(AnobenchError, match=message):
+        parse_run_config(_grid(demo_root, tmp_path, generators=generators), tmp_path)
+    result = CliRunner().invoke(cli, ["run", str(_write(tmp_path, _grid(demo_root, tmp_path, generators=generators)))])
+    assert result.exit_code == 2 and "Traceback" not in result.output and "error: " in result.output
+
+
+def test_labelled_entries_name_their_folders_sweeps_and_mixtures(tmp_path, demo_root):
+    from anobench.executors import stage_resources
+    from anobench.runner import cell_set_dir, parse_run_config, set_dir, set_keys
+
+    sweep = {"num": [4], "synthetic_fraction": [0.5], "mix": [{"draem": 0.5, "draem_fg": 0.5}]}
+    config = parse_run_config({**_grid(demo_root, tmp_path / "out", generators=LABELLED), "sweep": sweep}, tmp_path)
+    labels = [cell[0] for cell in config.cells()]
+    assert labels == ["draem", "draem_fg", "draem[num=4]", "draem_fg[num=4]", "draem[synthetic_fraction=0.5]",
+                      "draem_fg[synthetic_fraction=0.5]", "mix[draem=0.5,draem_fg=0.5]"]
+    out = tmp_path / "out" / "generated" / "seed0"
+    assert set_dir(config, set_keys(config, ("draem_fg", "disc", 0))[0]) == out / "draem_fg" / "disc"
+    assert cell_set_dir(config, ("draem_fg[synthetic_fraction=0.5]", "disc", 0)) == out / "draem_fg" / "disc"
+    assert cell_set_dir(config, ("draem_fg[num=4]", "disc", 0)) == out / "num4" / "draem_fg" / "disc"
+    assert set_keys(config, ("mix[draem=0.5,draem_fg=0.5]", "disc", 0)) == [("draem", "disc", 0, 6),
+                                                                           ("draem_fg", "disc", 0, 6)]
+    assert config.run_dir("draem_fg", "disc", 0) == tmp_path / "out" / "runs" / "draem_fg" / "disc" / "seed0"
+    # rows: a listed entry keeps the registered name, a swept cell its label; curves group by the entry
+    setups = {label: config.variant(label).setup() for label in labels}
+    assert setups["draem_fg"]["label"] == "draem" and setups["draem_fg"]["base_generator"] == "draem_fg"
+    assert setups["draem_fg[num=4]"]["label"] == "draem_fg[num=4]"
+    assert config.spec("draem_fg").overrides == {"foreground": "true"} and config.spec("draem").overrides == {}
+    # Ray resources come from the registered generator behind a label
+    gpu = parse_run_config(_grid(demo_root, tmp_path, generators=[
+        {"name": "deltadeno", "label": "dd", "device": "cuda"}]), tmp_path)
+    assert stage_resources(gpu, ("dd", "disc", 0, 300), "generate", 1, cluster_gpus=1)["num_gpus"] == 1
+
+
+def _assert_two_setups(out: Path, output: str) -> None:
+    """Two labelled draem entries: two sets, two runs, rows named draem with two config hashes."""
+    from anobench.records import DatasetRecord
+
+    plain, fg = (DatasetRecord.read(out / "generated" / "seed0" / g / "disc") for g in ("draem", "draem_fg"))
+    assert plain.generator == fg.generator == "draem"
+    assert plain.config["foreground"] is False and fg.config["foreground"] is True
+    rows = _rows(out)
+    assert set(rows["generator"]) == {"draem"} and len(rows) == 2 * 7  # 7 metrics per cell
+    assert rows.groupby("config_hash")["generator"].count().tolist() == [7, 7]
+    assert (out / "runs" / "draem_fg" / "disc" / "seed0" / "results.csv").is_file()
+    assert re.search(r"^\[\d/2 done, \d running, 0 failed\] draem_fg/disc/seed0: 6 samples", output, re.M), output
+    # `anobench report` shows them as two columns
+    report = CliRunner().invoke(cli, ["report", str(out / "runs"), "--layout", "table2"])
+    assert report.exit_code == 0, report.output
+    header = next(line for line in report.output.splitlines() if line.startswith("| Category | DRAEM"))
+    assert header.count("DRAEM (") == 2, header
+
+
+def test_two_labelled_setups_of_draem_run_side_by_side_and_resume(demo_root, tmp_path):
+    out = tmp_path / "out"
+    config = _write(tmp_path, _grid(demo_root, out, generators=LABELLED))
+    result = CliRunner().invoke(cli, ["run", str(config), "-q", "--heartbeat", "0.2"])
+    assert result.exit_code == 0, result.output
+    _assert_two_setups(out, result.output)
+    assert any(line.startswith("heartbeat [") for line in result.output.splitlines())
+    again = CliRunner().invoke(cli, ["run", str(config), "-q"])
+    assert again.exit_code == 0 and "draem/disc/seed0: done, skipped" in again.output
+    assert "draem_fg/disc/seed0: done, skipped" in again.output
+
+
+@pytest.mark.slow
+def test_ray_runs_two_labelled_setups_as_local_does(demo_root, tmp_path, local_ray):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the Ray tasks train with one thread each
+    try:
+        local = CliRunner().invoke(cli, ["run", str(_write(tmp_path, _grid(demo_root, tmp_path / "local",
+                                                                           generators=LABELLED))), "-q"])
+    finally:
+        torch.set_num_threads(threads)
+    assert local.exit_code == 0, local.output
+    distributed = CliRunner().invoke(cli, ["run", str(_write(tmp_path, _grid(demo_root, tmp_path / "ray",
+                                                                             generators=LABELLED))), "-q",
+                                           "--executor", "ray", "--heartbeat", "0.5"])
+    assert distributed.exit_code == 0, distributed.output
+    assert any(line.startswith("heartbeat [") for line in distributed.output.splitlines())
+    _assert_two_setups(tmp_path / "ray", distributed.output)
+    _assert_two_setups(tmp_path / "local", local.output)
+    assert _rows(tmp_path / "local").equals(_rows(tmp_path / "ray"))
+
+
+def test_a_num_sweep_over_two_labelled_setups_draws_one_curve_per_entry(demo_root, tmp_path):
+    from anobench.report_stats import sweep_points
+    from anobench.statistics import load_analysis
+
+    out = tmp_path / "out"
+    grid = {**_grid(demo_root, out, generators=LABELLED), "sweep": {"num": [4]}}
+    result = CliRunner().invoke(cli, ["run", str(_write(tmp_path, grid)), "-q"])
+    assert result.exit_code == 0, result.output
+    assert set(_rows(out)["generator"]) == {"draem", "draem[num=4]", "draem_fg[num=4]"}
+    assert (out / "generated" / "seed0" / "num4" / "draem_fg" / "disc" / "dataset.json").is_file()
+    points = sweep_points(load_analysis([out / "runs"], n_resamples=20), "image_auroc", "num")
+    curves = points.groupby("generator")["value"].apply(sorted).to_dict()
+    assert curves == {"draem": [4.0, 6.0], "draem_fg": [4.0, 6.0]}  # the unswept cells join their own entry

@@ -72,3 +72,30 @@ def test_a_bad_tracking_uri_is_a_one_line_error(demo_root, tmp_path, monkeypatch
     result = CliRunner().invoke(cli, ["run", str(config), "--mlflow", "nosuchscheme://x"])
     assert result.exit_code == 2 and result.output.startswith("error: --mlflow nosuchscheme://x: cannot open")
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "o" / "runs").exists()
+
+
+def test_mlflow_names_a_labelled_entrys_runs_by_its_label(demo_root, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    grid = {
+        "out": str(tmp_path / "out"), "dataset": "mvtec_ad", "data_root": str(demo_root), "categories": ["disc"],
+        "generators": [{"name": "draem", "num": 6},
+                       {"name": "draem", "label": "draem_fg", "num": 6, "set": {"foreground": True}}],
+        "train": {"profile": "quick", "encoder_weights": "none", "set": TINY},
+        "evaluate": {"test_sets": ["protocol"], "heatmaps": 1},
+        "report": {"format": "markdown", "layout": "table2"},
+    }
+    config = tmp_path / "grid.yaml"
+    config.write_text(yaml.safe_dump(grid))
+    uri = (tmp_path / "mlruns").as_uri()
+    result = CliRunner().invoke(cli, ["run", str(config), "-q", "--mlflow", uri])
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("anobench-out").experiment_id])
+    by_name = {r.info.run_name: r for r in runs}
+    assert set(by_name) == {"grid out", "draem/disc/seed0", "draem_fg/disc/seed0"}
+    plain, fg = by_name["draem/disc/seed0"].data.params, by_name["draem_fg/disc/seed0"].data.params
+    assert plain["generator"] == fg["generator"] == "draem"
+    assert plain["label"] == "draem" and fg["label"] == "draem_fg"
+    assert plain["generation.config.foreground"] == "False" and fg["generation.config.foreground"] == "True"

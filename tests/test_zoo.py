@@ -295,6 +295,47 @@ def test_draem_foreground_keeps_the_mask_on_the_object(demo_root):
         assert not (sample.mask & ~foreground_mask(request.source, "mvtec_ad", "disc")).any()
 
 
+# hashes of draem's config as made before `foreground` took rule names: existing sets must resume
+DRAEM_HASH = {"false": "d026f5e69f54", "true": "91b46740b427"}
+
+
+@pytest.mark.parametrize("value, stored, digest", [
+    ("false", False, DRAEM_HASH["false"]), ("true", True, DRAEM_HASH["true"]),
+    ("memseg", True, DRAEM_HASH["true"]),  # the explicit name of true: the same setting, the same hash
+    ("realnet", "realnet", None)])
+def test_draem_foreground_rules_keep_the_old_hashes(value, stored, digest):
+    from anobench.config import config_from_dict, config_hash, config_to_dict
+    from anobench.generators.draem import DraemConfig
+
+    config = build_generator("draem", {"foreground": value}).config
+    assert config.foreground == stored
+    assert config_from_dict(DraemConfig, config_to_dict(config)) == config  # dataset.json round-trip
+    assert config_hash(config) == (digest or config_hash(config))
+    if digest is None:
+        assert config_hash(config) not in DRAEM_HASH.values()
+    assert config_hash(build_generator("draem", {}).config) == DRAEM_HASH["false"]
+
+
+def test_draem_foreground_realnet_takes_realnets_rule():
+    """A dark part on a light grey ground, as bottle: MemSeg keeps every pixel (grey <= 250), RealNet the part."""
+    from anobench.errors import AnobenchError
+
+    image = np.full((64, 64, 3), 220, np.uint8)
+    image[16:48, 16:48] = 40
+    part = np.zeros((64, 64), bool)
+    part[16:48, 16:48] = True
+    requests = [SampleRequest(i, 7919 * i + 3, image, "x") for i in range(12)]
+    masks = {}
+    for rules in ("realnet", "memseg"):
+        gen = build_generator("draem", {"foreground": rules})
+        gen.setup(GenerationContext("mvtec_ad", "bottle", 64, [], [], []))
+        masks[rules] = [s.mask for s in gen.generate(requests)]
+    assert all(not (m & ~part).any() for m in masks["realnet"])  # on the part only
+    assert any((m & ~part).any() for m in masks["memseg"])  # MemSeg's bottle rule keeps the ground
+    with pytest.raises(AnobenchError, match="foreground must be one of true, false, memseg, realnet"):
+        build_generator("draem", {"foreground": "blob"})
+
+
 def _flat_textures(tmp_path, value=200):
     (tmp_path / "flat").mkdir()
     Image.fromarray(np.full((40, 40, 3), value, np.uint8)).save(tmp_path / "flat" / "a.png")
