@@ -196,10 +196,12 @@ def evaluate(run_dir: str | Path, test_set: str | None = None, data_root: str | 
 
     varied = dict(setup or {})
     label = str(varied.pop("label", meta["generator"]))
+    setup = setup_columns(meta, run.config, n_test=len(samples), n_anomalous=int(labels.sum()), leaky=leaky,
+                          device=device_label(execution.device))
     if keep_files:
         _write_scores(folder / f"scores-{protocol}.csv", samples, data, scores)
         _write_per_image(folder, protocol, dict(meta, generator=label), samples, data, scores, labels, maps,
-                         masks_arr, varied)
+                         masks_arr, {**setup, **varied})
     else:
         import warnings
 
@@ -209,8 +211,6 @@ def evaluate(run_dir: str | Path, test_set: str | None = None, data_root: str | 
                       stacklevel=2)
     if keep_files and heatmaps and test_set != ALL_TEST_IMAGES:
         save_heatmaps(folder / HEATMAP_DIR, samples, images, masks, maps, scores, limit=heatmaps)
-    setup = setup_columns(meta, run.config, n_test=len(samples), n_anomalous=int(labels.sum()), leaky=leaky,
-                          device=device_label(execution.device))
     rows = [{
         "dataset": meta["dataset"], "category": meta["category"], "generator": label,
         "detector": meta["detector"], "seed": int(meta["seed"]), "protocol": protocol, "metric": name,

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from anobench.errors import AnobenchError
-from anobench.results import (BASE_COLUMNS, KEY_COLUMNS, NO_DETECTOR, SETUP_COLUMNS, TEXT_COLUMNS, canonical_rows,
-                              hash_digest)
+from anobench.results import (BASE_COLUMNS, KEY_COLUMNS, NO_DETECTOR, SETUP_COLUMNS, SETUP_LABEL_FIELDS,  # noqa: F401
+                              TEXT_COLUMNS, canonical_rows, hash_digest, setup_labels)
 
 PAIRS = {
     "table2": ("image_auroc", "pixel_auroc"),  # DH-Diff Table II: (image AUROC, pixel AUROC)
@@ -53,8 +53,6 @@ QUALITY_STYLE: dict[str, tuple[str, str, bool | None]] = {
 }
 LEAKY_MARK = "†"  # a cell measured on a test set that shares images with the generator's references
 # setup fields that tell two setups of one generator apart in a column label (test-set facts excluded)
-SETUP_LABEL_FIELDS = ("n_generated", "reference_anomalies", "encoder", "encoder_weights", "profile", "steps", "lr",
-                      "image_size", "map_sigma", "generator_config_hash")
 MISSING = "–"
 
 
@@ -326,21 +324,15 @@ def _latest(df):
 def label_setups(df):
     """Give each setup of one generator its own column label, so two setups never merge.
 
-    A generator measured under one ``config_hash`` keeps its name; several setups become
-    ``name (field=value, ...)`` over the setup fields that differ (``name #hash`` when none does).
+    Labels come from :func:`anobench.results.setup_labels`, the one labeller the statistics
+    tables use too, so a setup has the same name in every table of a report.
     """
     df = df.copy()
     for (dataset, detector, generator), part in df.groupby(["dataset", "detector", "generator"], sort=False):
         hashes = sorted(part["config_hash"].unique())
         if len(hashes) < 2:
             continue
-        setups = {h: part[part["config_hash"] == h].iloc[0] for h in hashes}
-        differ = [f for f in SETUP_LABEL_FIELDS if len({str(r[f]) for r in setups.values()}) > 1]
-        short = {h: hash_digest(h)[:6] for h in hashes}  # as run.json and the statistics tables show it
-        labels = {h: f"{generator} ({', '.join(f'{f}={r[f]}' for f in differ)})" if differ else f"{generator} #{short[h]}"
-                  for h, r in setups.items()}
-        if len(set(labels.values())) < len(labels):
-            labels = {h: f"{label} #{short[h]}" for h, label in labels.items()}
+        labels = setup_labels(generator, {h: part[part["config_hash"] == h].iloc[0] for h in hashes})
         where = (df["dataset"] == dataset) & (df["detector"] == detector) & (df["generator"] == generator)
         df.loc[where, "generator"] = df.loc[where, "config_hash"].map(labels)
     return df

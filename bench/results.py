@@ -392,6 +392,33 @@ def canonical_rows(frame: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
     return frame
 
 
+# the setup fields a label names when two setups of one generator sit side by side in a report
+SETUP_LABEL_FIELDS = ("n_generated", "reference_anomalies", "encoder", "encoder_weights", "profile", "steps", "lr",
+                      "image_size", "map_sigma", "generator_config_hash")
+
+
+def setup_labels(generator: str, setups: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Column labels for several setups of one generator, keyed by config hash.
+
+    ``setups`` maps each config hash (row form or bare digest) to one row or record of that setup.
+    A label is ``name (field=value, ...)`` over the :data:`SETUP_LABEL_FIELDS` that differ, and
+    ``name #digest`` when none does (or the fields alone would give two setups one label). A
+    record without a field (an older file) counts it as empty.
+    """
+    def field(setup, name):
+        value = setup.get(name, "") if hasattr(setup, "get") else ""
+        value = "" if value is None or (isinstance(value, float) and math.isnan(value)) else value
+        return hash_digest(value) if name == "generator_config_hash" else str(value)
+
+    short = {h: hash_digest(h)[:6] for h in setups}
+    differ = [f for f in SETUP_LABEL_FIELDS if len({field(r, f) for r in setups.values()}) > 1]
+    labels = {h: f"{generator} ({', '.join(f'{f}={field(r, f)}' for f in differ)})" if differ
+              else f"{generator} #{short[h]}" for h, r in setups.items()}
+    if len(set(labels.values())) < len(labels):
+        labels = {h: f"{label} #{short[h]}" for h, label in labels.items()}
+    return labels
+
+
 def hash_text(value: str) -> str:
     """A config hash as result rows hold it: ``h`` + the hex digest (idempotent; other text unchanged)."""
     value = str(value)

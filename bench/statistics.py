@@ -40,6 +40,7 @@ from anobench.bootstrap import DEFAULT_RESAMPLES, BootstrapResult, bootstrap_met
 from anobench.errors import AnobenchError
 from anobench.metrics.detection import DETECTION_METRICS
 from anobench.perimage import PerImage
+from anobench.results import setup_labels
 
 ALPHA = 0.05
 LEVEL = 0.95
@@ -170,14 +171,17 @@ def analyse(records: Sequence[PerImage], n_resamples: int = DEFAULT_RESAMPLES, s
     latest: dict[tuple, PerImage] = {}
     for record in records:
         latest[record.key()] = record
-    # two setups of one generator (different config hashes) stay apart, labelled by their hash
-    hashes: dict[str, set] = {}
+    # two setups of one generator (different config hashes) stay apart, labelled as the tables label them
+    by_setup: dict[tuple, dict[str, dict]] = {}
     for record in latest.values():
-        hashes.setdefault(record.meta["generator"], set()).add(record.meta.get("config_hash"))
+        m = record.meta
+        by_setup.setdefault((m["dataset"], m.get("detector"), m["generator"]), {})[str(m.get("config_hash"))] = m
+    labels = {key: setup_labels(key[2], by_hash) for key, by_hash in by_setup.items() if len(by_hash) > 1}
     for record in latest.values():
-        g = record.meta["generator"]
-        if len(hashes[g]) > 1:
-            record.meta = dict(record.meta, generator=f"{g} [{str(record.meta.get('config_hash'))[:6]}]")
+        m = record.meta
+        key = (m["dataset"], m.get("detector"), m["generator"])
+        if key in labels:
+            record.meta = dict(m, generator=labels[key][str(m.get("config_hash"))])
     by_test_set: dict[tuple, list[PerImage]] = {}
     for record in latest.values():
         m = record.meta

@@ -230,7 +230,23 @@ def test_two_setups_of_one_generator_stay_apart():
         runs.append(record(scores, labels, maps, masks, generator=generator))
         runs[-1].meta["config_hash"] = config_hash
     cells = analyse(runs, n_resamples=5).cells
-    assert sorted(k[-1] for k in cells) == ["g [aaaaaa]", "g [bbbbbb]", "h"]
+    assert sorted(k[-1] for k in cells) == ["g #aaaaaa", "g #bbbbbb", "h"]
+
+
+def test_statistics_and_tables_name_a_setup_alike():
+    """Two setups of one generator carry one label in the statistics and in the metric tables."""
+    from anobench.report_tables import label_setups
+
+    scores, labels, maps, masks = category(5, 4)
+    runs, rows = [], []
+    for config_hash, n_generated in (("aaaaaa11", "60"), ("bbbbbb22", "100")):
+        runs.append(record(scores, labels, maps, masks, generator="g"))
+        runs[-1].meta.update(config_hash=config_hash, n_generated=n_generated, steps="25")
+        rows.append({"dataset": runs[-1].meta["dataset"], "detector": runs[-1].meta["detector"], "generator": "g",
+                     "config_hash": "h" + config_hash, "n_generated": n_generated, "steps": "25"})
+    stats_names = sorted(k[-1] for k in analyse(runs, n_resamples=5).cells)
+    table_names = sorted(label_setups(pd.DataFrame(rows))["generator"])
+    assert stats_names == table_names == ["g (n_generated=100)", "g (n_generated=60)"]
 
 
 def test_resampling_seeds_widens_intervals_when_seeds_disagree():

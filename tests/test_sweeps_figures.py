@@ -78,6 +78,10 @@ def test_run_grid_with_sweeps_records_them_and_reports_intervals(demo_root, tmp_
     assert swept["config"]["synthetic_fraction"] == 0.25
     stored = perimage.load(out / "runs" / "draem[synthetic_fraction=0.25]" / "disc" / "seed0" / "maps-thirds.npz")
     assert stored.meta["sweep"] == {"synthetic_fraction": 0.25} and stored.meta["base_generator"] == "draem"
+    # the per-image record holds the run's setup, as its result rows do (statistics label setups by it)
+    swept_rows = rows[rows["generator"] == "draem[synthetic_fraction=0.25]"].iloc[0]
+    assert {f: stored.meta[f] for f in ("n_generated", "steps", "image_size", "map_sigma")} == \
+        {f: swept_rows[f] for f in ("n_generated", "steps", "image_size", "map_sigma")}
     mixed = GeneratedSet.open(out / "generated" / "seed0" / "mix[draem=0.5,crop_paste=0.5]" / "disc")
     sources = [r["source_generator"] for r in mixed.rows]
     assert sources.count("draem") == 3 and sources.count("crop_paste") == 3
