@@ -140,6 +140,13 @@ def prepare_context(
     return data, protocol, context
 
 
+def source_fields(gen, dataset: str, category: str, data_root, folder, image_size: int, seed: int) -> dict:
+    """What a generated set and a generator checkpoint both record of the generator and its data."""
+    return {"generator": gen.name, "generator_version": gen.version, "config": config_to_dict(gen.config),
+            "dataset": dataset, "category": category, "data_root": relative_path(data_root, folder),
+            "data_root_abs": str(Path(data_root).resolve()), "image_size": image_size, "seed": seed}
+
+
 def generate_dataset(
     generator: str,
     dataset: str,
@@ -185,16 +192,8 @@ def generate_dataset(
     checkpoint_id = check_checkpoint_split(checkpoint, split_record) if checkpoint else None
     folder = Path(out) / (label or gen.name) / category
     record = DatasetRecord(
-        generator=gen.name,
-        generator_version=gen.version,
-        config=config_to_dict(gen.config),
+        **source_fields(gen, dataset, category, data_root, folder, image_size, seed),
         config_hash=config_hash(gen.config),
-        dataset=dataset,
-        category=category,
-        data_root=relative_path(data_root, folder),
-        data_root_abs=str(Path(data_root).resolve()),
-        image_size=image_size,
-        seed=seed,
         protocol=split_record,
         reference_anomalies=bool(gen.needs.reference_anomalies),
         anomaly_source=str(context.anomaly_source) if context.anomaly_source else None,

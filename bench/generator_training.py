@@ -22,10 +22,10 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 import anobench
-from anobench.artifacts import COMPLETE, RUNNING, open_artifact, relative_path
+from anobench.artifacts import COMPLETE, RUNNING, open_artifact
 from anobench.config import config_to_dict
 from anobench.errors import AnobenchError
-from anobench.generation import build_generator, prepare_context
+from anobench.generation import build_generator, prepare_context, source_fields
 from anobench.records import CheckpointRecord
 
 CHECKPOINT_ARTIFACT = CheckpointRecord.FILE
@@ -74,16 +74,8 @@ def train_generator(
     out = Path(out)
     sampling = set(getattr(gen, "sampling_fields", ()))
     record = CheckpointRecord(
-        generator=gen.name,
-        generator_version=gen.version,
-        config=config_to_dict(gen.config),
+        **source_fields(gen, dataset, category, data_root, out, image_size, seed),
         training_config={k: v for k, v in config_to_dict(gen.config).items() if k not in sampling},
-        dataset=dataset,
-        category=category,
-        data_root=relative_path(data_root, out),
-        data_root_abs=str(Path(data_root).resolve()),
-        image_size=image_size,
-        seed=seed,
         protocol=protocol.summary(data),
         model=model,
         device=context.device,

@@ -136,7 +136,27 @@ class StageRecord:
 
 
 @dataclass(kw_only=True)
-class DatasetRecord(StageRecord):
+class GeneratorSourceRecord(StageRecord):
+    """What a generated set and a generator checkpoint both record: the generator and its data."""
+
+    generator: str
+    category: str
+    generator_version: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    dataset: str | None = None
+    data_root: str | None = None  # relative to the artifact's folder
+    data_root_abs: str | None = None
+    image_size: int | None = None
+    seed: int | None = None
+    protocol: dict[str, Any] | None = None  # the frozen split (anobench.protocol.ProtocolSplit.summary)
+    model: str | None = None
+    device: str | None = None
+    anobench_version: str | None = None
+    checkpoint_id: str | None = None
+
+
+@dataclass(kw_only=True)
+class DatasetRecord(GeneratorSourceRecord):
     """``dataset.json`` of a generated set (:mod:`anobench.store`)."""
 
     FILE: ClassVar[str] = "dataset.json"
@@ -147,26 +167,12 @@ class DatasetRecord(StageRecord):
         "anomaly_source_id", "model", "checkpoint_id",
     )
 
-    generator: str
-    category: str
-    generator_version: str | None = None
-    config: dict[str, Any] = field(default_factory=dict)
     config_hash: str | None = None
-    dataset: str | None = None
-    data_root: str | None = None  # relative to the set's folder
-    data_root_abs: str | None = None
-    image_size: int | None = None
-    seed: int | None = None
-    protocol: dict[str, Any] | None = None  # the frozen split (anobench.protocol.ProtocolSplit.summary)
     reference_anomalies: bool | None = None
     anomaly_source: str | None = None
     anomaly_source_id: str | None = None
-    model: str | None = None
     checkpoint: str | None = None
-    checkpoint_id: str | None = None
     components: dict[str, Any] | None = None  # a mixture's component config hashes
-    device: str | None = None
-    anobench_version: str | None = None
     num: int | None = None
     peak_memory_mb: float | None = None
     seconds_per_sample: float | None = None
@@ -177,7 +183,7 @@ class DatasetRecord(StageRecord):
 
 
 @dataclass(kw_only=True)
-class CheckpointRecord(StageRecord):
+class CheckpointRecord(GeneratorSourceRecord):
     """``artifact.json`` of a trained generator checkpoint (:mod:`anobench.generator_training`)."""
 
     FILE: ClassVar[str] = "artifact.json"
@@ -185,22 +191,8 @@ class CheckpointRecord(StageRecord):
     IDENTITY: ClassVar[tuple[str, ...]] = ("generator", "generator_version", "training_config", "dataset",
                                            "category", "seed", "image_size", "protocol", "model")
 
-    generator: str
-    category: str
-    generator_version: str | None = None
-    config: dict[str, Any] = field(default_factory=dict)
     training_config: dict[str, Any] = field(default_factory=dict)  # config less the sampling-only fields
-    dataset: str | None = None
-    data_root: str | None = None
-    data_root_abs: str | None = None
-    image_size: int | None = None
-    seed: int | None = None
-    protocol: dict[str, Any] | None = None
-    model: str | None = None
-    device: str | None = None
-    anobench_version: str | None = None
     step: int | None = None
-    checkpoint_id: str | None = None
 
 
 @dataclass(kw_only=True)
