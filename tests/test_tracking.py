@@ -14,6 +14,21 @@ TINY = {"image_size": 64, "steps": 2, "batch_size": 4, "val_every": 2, "checkpoi
         "max_val_samples": 4, "channels_last": False}
 
 
+def _run_with_mlflow(tmp_path, demo_root, generators, heatmaps):
+    """Run a one-category demo grid of these generator entries, logged to a local MLflow store."""
+    grid = {
+        "out": str(tmp_path / "out"), "dataset": "mvtec_ad", "data_root": str(demo_root), "categories": ["disc"],
+        "generators": generators,
+        "train": {"profile": "quick", "encoder_weights": "none", "set": TINY},
+        "evaluate": {"test_sets": ["protocol"], "heatmaps": heatmaps},
+        "report": {"format": "markdown", "layout": "table2"},
+    }
+    config = tmp_path / "grid.yaml"
+    config.write_text(yaml.safe_dump(grid))
+    uri = (tmp_path / "mlruns").as_uri()
+    return CliRunner().invoke(cli, ["run", str(config), "-q", "--mlflow", uri]), uri
+
+
 def test_mlflow_logs_one_run_per_cell_with_setup_rows_and_artifacts(demo_root, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
@@ -22,17 +37,8 @@ def test_mlflow_logs_one_run_per_cell_with_setup_rows_and_artifacts(demo_root, t
     from anobench.results import read_results
 
     out = tmp_path / "out"
-    grid = {
-        "out": str(out), "dataset": "mvtec_ad", "data_root": str(demo_root), "categories": ["disc"],
-        "generators": [{"name": "draem", "num": 6}, {"name": "crop_paste", "num": 6, "set": {"blend": "nope"}}],
-        "train": {"profile": "quick", "encoder_weights": "none", "set": TINY},
-        "evaluate": {"test_sets": ["protocol"], "heatmaps": 2},
-        "report": {"format": "markdown", "layout": "table2"},
-    }
-    config = tmp_path / "grid.yaml"
-    config.write_text(yaml.safe_dump(grid))
-    uri = (tmp_path / "mlruns").as_uri()
-    result = CliRunner().invoke(cli, ["run", str(config), "-q", "--mlflow", uri])
+    result, uri = _run_with_mlflow(tmp_path, demo_root, [{"name": "draem", "num": 6},
+                                                         {"name": "crop_paste", "num": 6, "set": {"blend": "nope"}}], 2)
     assert result.exit_code == 2, result.output  # the crop_paste cell fails, the grid goes on
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("anobench-out")
@@ -59,7 +65,7 @@ def test_mlflow_logs_one_run_per_cell_with_setup_rows_and_artifacts(demo_root, t
     assert len(client.list_artifacts(cell.info.run_id, "heatmaps")) == 2
     assert "report.md" in {a.path for a in client.list_artifacts(grid_run.info.run_id)}
     # a re-run does not log the finished cell again
-    CliRunner().invoke(cli, ["run", str(config), "-q", "--mlflow", uri])
+    CliRunner().invoke(cli, ["run", str(tmp_path / "grid.yaml"), "-q", "--mlflow", uri])
     names = [r.info.run_name for r in client.search_runs([experiment.experiment_id])]
     assert names.count("draem/disc/seed0") == 1 and names.count("grid out") == 2
 
@@ -78,18 +84,8 @@ def test_mlflow_names_a_labelled_entrys_runs_by_its_label(demo_root, tmp_path, m
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-    grid = {
-        "out": str(tmp_path / "out"), "dataset": "mvtec_ad", "data_root": str(demo_root), "categories": ["disc"],
-        "generators": [{"name": "draem", "num": 6},
-                       {"name": "draem", "label": "draem_fg", "num": 6, "set": {"foreground": True}}],
-        "train": {"profile": "quick", "encoder_weights": "none", "set": TINY},
-        "evaluate": {"test_sets": ["protocol"], "heatmaps": 1},
-        "report": {"format": "markdown", "layout": "table2"},
-    }
-    config = tmp_path / "grid.yaml"
-    config.write_text(yaml.safe_dump(grid))
-    uri = (tmp_path / "mlruns").as_uri()
-    result = CliRunner().invoke(cli, ["run", str(config), "-q", "--mlflow", uri])
+    result, uri = _run_with_mlflow(tmp_path, demo_root, [
+        {"name": "draem", "num": 6}, {"name": "draem", "label": "draem_fg", "num": 6, "set": {"foreground": True}}], 1)
     assert result.exit_code == 0, result.output
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("anobench-out").experiment_id])
