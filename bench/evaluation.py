@@ -19,7 +19,6 @@ images with their ground-truth outline and the detector's map).
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import time
@@ -36,7 +35,7 @@ from anobench.errors import AnobenchError
 from anobench.images import atomic_write_bytes, atomic_write_text, png_bytes
 from anobench.artifacts import resolve_stored_path
 from anobench.protocol import frozen_split, split_category
-from anobench.results import hash_text
+from anobench.results import hash_text, result_config_hash
 
 TEST_SETS = ("protocol", "all")
 ALL_TEST_IMAGES = "all"
@@ -57,13 +56,6 @@ class Evaluation:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items())
         return (f"{self.run_dir} [{self.protocol}: {self.n_images} test images, {self.n_anomalous} anomalous]: "
                 f"{shown}")
-
-
-def result_config_hash(meta: dict[str, Any]) -> str:
-    """One hash for the settings behind a number: generator config + detector training config."""
-    blob = json.dumps({"generator": meta.get("generator_config_hash"), "detector": meta.get("config_hash")},
-                      sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
 
 
 def setup_columns(meta: dict[str, Any], config, n_test: int, n_anomalous: int, leaky: bool,

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-CONTEXT_COLUMNS = ("dataset", "category", "generator", "seed", "protocol", "n_test", "n_anomalies", "n_normals",
+CONTEXT_COLUMNS = ("dataset", "category", "generator", "config_hash", "seed", "protocol", "n_test", "n_anomalies", "n_normals",
                    "references", "zero_shot", "seconds_per_sample", "peak_memory_mb", "device", "train_minutes",
                    "n_samples", "demo_data")
 DEMO_MARKER = "anobench-demo.json"  # anobench.demo.MARKER; read here without importing cv2
@@ -65,6 +65,7 @@ def run_context(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """Context rows of one detector run folder: one per protocol it was evaluated under."""
     from anobench.artifacts import resolve_stored_path
     from anobench.records import DatasetRecord, RunRecord
+    from anobench.results import hash_text, result_config_hash
 
     run_dir = Path(run_dir)
     run = _record(RunRecord, run_dir)
@@ -85,6 +86,7 @@ def run_context(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
         train_seconds = meta.get("train_seconds")
         rows.append({
             "dataset": meta.get("dataset"), "category": meta.get("category"), "generator": meta.get("generator"),
+            "config_hash": hash_text(result_config_hash(meta)),  # the setup, as its result rows key it
             "seed": int(meta.get("seed", 0)), "protocol": protocol,
             "n_test": counts[0] if counts else None, "n_anomalies": counts[1] if counts else None,
             "n_normals": counts[0] - counts[1] if counts else None,

@@ -59,7 +59,9 @@ def verdict_tables(df, context, primary: str | None = None, names: Callable[[str
 
     if primary is not None and primary not in METRIC_LABELS:
         raise AnobenchError(f"--primary: unknown detection metric {primary!r} (choose from {', '.join(METRIC_LABELS)})")
-    df = _latest(df)
+    df = _latest(df.assign(registered=df["generator"]))
+    context = label_context(context, df)
+    df = df.drop(columns="registered")
     detection = df[df["detector"] != NO_DETECTOR]
     if len(detection) == 0:
         return []
@@ -81,6 +83,22 @@ def verdict_tables(df, context, primary: str | None = None, names: Callable[[str
     if cost is not None:
         tables.append(cost)
     return tables
+
+
+def label_context(context, df):
+    """Context rows named as the result rows name their setup (two setups of one generator stay apart).
+
+    ``df`` holds the labelled rows with their registered generator name in ``registered``.
+    """
+    from anobench.results import hash_text
+
+    if context is None or len(context) == 0 or "config_hash" not in context.columns:
+        return context
+    pairs = df[["registered", "config_hash", "generator"]].drop_duplicates()
+    labels = {(r, h): g for r, h, g in zip(pairs["registered"], pairs["config_hash"], pairs["generator"])}
+    context = context.copy()
+    context["generator"] = [labels.get((g, hash_text(h)), g) for g, h in zip(context["generator"], context["config_hash"])]
+    return context
 
 
 def _judged(judge: JudgeFn | None, group: tuple[str, str, str], metric: str):

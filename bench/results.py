@@ -26,6 +26,8 @@ store is one of:
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import errno
 import fcntl
 import importlib.util
@@ -403,7 +405,7 @@ def setup_labels(generator: str, setups: Mapping[str, Mapping[str, Any]]) -> dic
     ``setups`` maps each config hash (row form or bare digest) to one row or record of that setup.
     A label is ``name (field=value, ...)`` over the :data:`SETUP_LABEL_FIELDS` that differ, and
     ``name #digest`` when none does (or the fields alone would give two setups one label). A
-    record without a field (an older file) counts it as empty.
+    field some setup does not record (an older file) is left out of the comparison.
     """
     def field(setup, name):
         value = setup.get(name, "") if hasattr(setup, "get") else ""
@@ -411,12 +413,20 @@ def setup_labels(generator: str, setups: Mapping[str, Mapping[str, Any]]) -> dic
         return hash_digest(value) if name == "generator_config_hash" else str(value)
 
     short = {h: hash_digest(h)[:6] for h in setups}
-    differ = [f for f in SETUP_LABEL_FIELDS if len({field(r, f) for r in setups.values()}) > 1]
+    known = [f for f in SETUP_LABEL_FIELDS if all(field(r, f) != "" for r in setups.values())]
+    differ = [f for f in known if len({field(r, f) for r in setups.values()}) > 1]
     labels = {h: f"{generator} ({', '.join(f'{f}={field(r, f)}' for f in differ)})" if differ
               else f"{generator} #{short[h]}" for h, r in setups.items()}
     if len(set(labels.values())) < len(labels):
         labels = {h: f"{label} #{short[h]}" for h, label in labels.items()}
     return labels
+
+
+def result_config_hash(meta: Mapping[str, Any]) -> str:
+    """One hash for the settings behind a number: generator config + detector training config (of run.json)."""
+    blob = json.dumps({"generator": meta.get("generator_config_hash"), "detector": meta.get("config_hash")},
+                      sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
 
 
 def hash_text(value: str) -> str:

@@ -50,6 +50,7 @@ def cutout(image: np.ndarray, rng: np.random.Generator, cfg: CutoutConfig) -> tu
 @register_generator
 class CutoutGenerator(Generator):
     name = "cutout"
+    display_name = "Cutout"
     version = "1"
     description = "Cutout: one square hole filled with 0, side 20-50 px at 256 (DeVries & Taylor 2017)"
     config_class = CutoutConfig

@@ -129,6 +129,7 @@ class _CutPasteBase(Generator):
 @register_generator
 class CutPasteGenerator(_CutPasteBase):
     name = "cutpaste"
+    display_name = "CutPaste"
     description = "CutPaste: a rectangle of the image, colour-jittered, pasted elsewhere (Li et al. 2021)"
 
     def make(self, image, rng):
@@ -138,6 +139,7 @@ class CutPasteGenerator(_CutPasteBase):
 @register_generator
 class CutPasteScarGenerator(_CutPasteBase):
     name = "cutpaste_scar"
+    display_name = "CutPaste-Scar"
     description = "CutPaste-Scar: a thin jittered strip, rotated, pasted through its alpha (Li et al. 2021)"
 
     def make(self, image, rng):
@@ -147,6 +149,7 @@ class CutPasteScarGenerator(_CutPasteBase):
 @register_generator
 class CutPaste3WayGenerator(_CutPasteBase):
     name = "cutpaste_3way"
+    display_name = "CutPaste-3way"
     description = "CutPaste union: cutpaste or cutpaste_scar with probability 1/2 each (Li et al. 2021)"
 
     def make(self, image, rng):

@@ -64,6 +64,7 @@ def rotation_rule(category: str) -> tuple[bool, bool]:
 @register_generator
 class DestSegGenerator(Generator):
     name = "destseg"
+    display_name = "DeSTSeg"
     version = "1"
     description = "DeSTSeg: DRAEM Perlin masks textured by raw DTD (no augmenters), beta = 0.8*U"
     config_class = DestSegConfig

@@ -61,6 +61,7 @@ def fpi_patch(image: np.ndarray, other: np.ndarray, rng: np.random.Generator, cf
 @register_generator
 class FpiGenerator(Generator):
     name = "fpi"
+    display_name = "FPI"
     version = "1"
     description = "FPI: a square patch interpolated with another normal image, alpha ~ U(0.05, 0.95) (Tan et al.)"
     config_class = FpiConfig

@@ -178,6 +178,7 @@ def fag(image: np.ndarray, rng: np.random.Generator, cfg: FractalConfig) -> tupl
 @register_generator
 class FractalGenerator(Generator):
     name = "fractal"
+    display_name = "FractalAD"
     version = "1"
     description = "FractalAD: jittered, flipped, rotated patches cut by IFS fractals, dilated mask (FAG)"
     config_class = FractalConfig

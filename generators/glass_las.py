@@ -108,6 +108,7 @@ def las_mask(rng: np.random.Generator, size: int, fg: np.ndarray, perlin: DraemC
 @register_generator
 class GlassLasGenerator(Generator):
     name = "glass_las"
+    display_name = "GLASS-LAS"
     version = "1"
     description = "GLASS LAS: union/intersection Perlin masks on the foreground, DTD with 3 of 9 ops, beta ~ N(0.5, 0.1)"
     config_class = GlassLasConfig

@@ -69,6 +69,7 @@ def structure_source(image: np.ndarray, rng: np.random.Generator, grid: int) -> 
 @register_generator
 class MemSegGenerator(Generator):
     name = "memseg"
+    display_name = "MemSeg"
     version = "1"
     description = "MemSeg: Perlin mask x foreground, DTD texture or shuffled-tile structure, factor U[0.15, 1]"
     config_class = MemSegConfig

@@ -57,6 +57,7 @@ def _union_needs(names) -> GeneratorNeeds:
 @register_generator
 class MixGenerator(Generator):
     name = "mix"
+    display_name = "Mix"
     version = "1"
     description = "A weighted mixture of registered generators, the component recorded per sample"
     config_class = MixConfig

@@ -244,6 +244,7 @@ def nsa_sample(dest: np.ndarray, src_image: np.ndarray, rng: np.random.Generator
 @register_generator
 class NsaGenerator(Generator):
     name = "nsa"
+    display_name = "NSA"
     version = "1"
     description = "NSA: patches of another normal image, rescaled, Poisson-blended (Schlueter et al. 2022)"
     config_class = NsaConfig

@@ -113,3 +113,21 @@ def test_the_statistics_verdict_opens_the_report_when_given():
     assert notes[0].startswith("_Ranking: Crop&Paste ranks first")
     table = markdown_rows(text)
     assert table[1][3] == "41.0 to 49.0" and table[2][3] == "–"  # NaN interval shows a dash
+
+
+def test_two_setups_of_one_generator_get_their_own_context_rows():
+    """The cost and test-set tables name two setups of one generator as the metric tables do."""
+    first, second = rows(), rows()
+    second = second[second["generator"] == "draem"].assign(config_hash="ff99ee88dd77", n_generated="60")
+    first = first.assign(n_generated="800")
+    ctx = context().assign(config_hash="ab12cd34ef56")
+    extra = ctx[ctx["generator"] == "draem"].assign(config_hash="ff99ee88dd77", seconds_per_sample=0.5,
+                                                   n_samples=60)
+    text = render_report(pd.concat([first, second]), "markdown", verdict=True,
+                         context=pd.concat([ctx, extra], ignore_index=True))
+    cost = text[text.index("cost per generator"):]
+    cost_rows = {r[0]: r for r in markdown_rows(cost)[1:5]}
+    assert cost_rows["DRAEM (n_generated=60)"][1] == "0.5" and cost_rows["DRAEM (n_generated=60)"][5] == "60"
+    assert cost_rows["DRAEM (n_generated=800)"][1] == "0.01" and cost_rows["DRAEM (n_generated=800)"][5] == "160"
+    ranking = markdown_rows(text)
+    assert "DRAEM (n_generated=60) (zero-shot)" in [r[1] for r in ranking]
