@@ -416,7 +416,8 @@ class Verdict:
         if self.leader is None:
             return f"No verdict on {label}: fewer than two generators."
         if self.best is not None:
-            runner = max(self.tests, key=lambda t: t.p_adjusted if t.p_adjusted is not None else t.p_value)
+            # the least certain comparison; among equal p values (the bootstrap's floor), the closest rival
+            runner = max(self.tests, key=lambda t: (t.p_adjusted if t.p_adjusted is not None else t.p_value, -t.delta))
             return (f"Best on {label}: {self.best} ({_pct(self.means[self.best])}, "
                     f"{_pct_interval(self.intervals.get(self.best))}); ahead of {runner.b} by "
                     f"{_pct(runner.delta)} points ({_pct_interval((runner.low, runner.high))}), "

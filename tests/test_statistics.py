@@ -171,6 +171,12 @@ def test_verdict_names_a_clearly_better_generator():
     assert {t.b for t in v.tests} == {"weak", "mid"} and all(t.delta > 0 for t in v.tests)
     assert v.ranks.mean_ranks["strong"] == 1.0
     assert "Best on pixel AP: strong" in v.text()
+    # every p at the bootstrap's floor: the sentence names the closest rival, not an arbitrary one
+    for t in v.tests:
+        t.p_value, t.p_adjusted = 0.001, 0.002
+    assert "ahead of mid by" in v.text()
+    v.tests.reverse()
+    assert "ahead of mid by" in v.text()
     cell = analysis.cells[("d", "thirds", "unet", "c1", "strong")]
     assert cell.seeds == [0, 1]
     test = compare_cells(cell, analysis.cells[("d", "thirds", "unet", "c1", "weak")], "pixel_ap")
