@@ -217,7 +217,7 @@ class GridProgress:
     running: int = 0
     outcomes: list[CellOutcome] = field(default_factory=list)
 
-    def _counts(self) -> str:
+    def counts(self) -> str:
         return f"[{self.done}/{self.total} done, {self.running} running, {self.failed} failed]"
 
     def started(self, cell: Cell) -> None:
@@ -233,11 +233,11 @@ class GridProgress:
         self.outcomes.append(outcome)
         label = cell_label(outcome.cell)
         if outcome.status == "skipped":
-            self.echo(f"{self._counts()} {label}: done, skipped")
+            self.echo(f"{self.counts()} {label}: done, skipped")
         elif outcome.status == "failed":
-            self.echo(f"{self._counts()} {label}: FAILED after {outcome.seconds:.0f} s: {outcome.text}")
+            self.echo(f"{self.counts()} {label}: FAILED after {outcome.seconds:.0f} s: {outcome.text}")
         else:
-            self.echo(f"{self._counts()} {label}: {outcome.text} ({outcome.seconds:.0f} s)")
+            self.echo(f"{self.counts()} {label}: {outcome.text} ({outcome.seconds:.0f} s)")
         for listener in self.listeners:
             listener(outcome)
 
@@ -265,7 +265,7 @@ class Heartbeat:
     def line(self) -> str:
         seconds = time.perf_counter() - self.started
         elapsed = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-        return f"heartbeat {self.tracker._counts()} of {self.tracker.total} cells, {elapsed} elapsed"
+        return f"heartbeat {self.tracker.counts()} of {self.tracker.total} cells, {elapsed} elapsed"
 
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
